@@ -1,0 +1,65 @@
+//! Consumers as queues see them, and the sink through which queues hand out messages.
+
+use crate::message::QueuedMessage;
+use crate::queue::Queue;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+/// The receiving side of deliveries: an AMQP channel, or an internal client.
+///
+/// Queues call these methods while holding their own lock, so an implementation
+/// must never call back into a queue from them (lock order: queue → sink).
+pub trait DeliverySink: Send + Sync {
+    /// Whether the channel as a whole can take another message now
+    /// (flow on, global prefetch not reached, socket buffer not full).
+    fn can_deliver(&self) -> bool;
+    /// Takes one message for `consumer`. Called only after `can_deliver`.
+    fn deliver(&self, queue: &Arc<Queue>, consumer: &Arc<Consumer>, message: QueuedMessage);
+    /// The broker cancelled the consumer (queue deleted, …).
+    fn cancelled(&self, consumer: &Arc<Consumer>);
+}
+
+/// One `basic.consume` subscription on a queue.
+pub struct Consumer {
+    /// Consumer tag, unique per channel.
+    pub tag: String,
+    /// Where deliveries go.
+    pub sink: Arc<dyn DeliverySink>,
+    /// `x-priority`: higher priorities are served first while they have capacity.
+    pub priority: i32,
+    /// Deliveries need no acknowledgement.
+    pub no_ack: bool,
+    /// The consumer asked for exclusive access to the queue.
+    pub exclusive: bool,
+    /// Per-consumer prefetch limit (0 = unlimited).
+    pub prefetch: u32,
+    /// Deliveries not yet acknowledged.
+    pub unacked: AtomicU32,
+    /// Connection the consumer belongs to (for management listings).
+    pub connection_id: u64,
+    /// Channel number within the connection.
+    pub channel_id: u16,
+}
+
+impl Consumer {
+    /// Whether this consumer can take one more message right now.
+    pub fn has_capacity(&self) -> bool {
+        (self.no_ack || self.prefetch == 0 || self.unacked.load(Ordering::Relaxed) < self.prefetch)
+            && self.sink.can_deliver()
+    }
+
+    /// Records that `n` deliveries were acknowledged, rejected or returned.
+    pub fn settled(&self, n: u32) {
+        let _ = self
+            .unacked
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Consumer({})", self.tag)
+    }
+}

@@ -1,0 +1,147 @@
+//! Topic exchange index: a trie over dot-separated words.
+//!
+//! A trie makes routing cost depend on the routing key's length and the number of
+//! wildcard branches, not on the number of bindings, so thousands of bindings stay cheap.
+
+use super::Destination;
+use std::collections::HashMap;
+
+/// Trie node; `*` and `#` get dedicated children.
+#[derive(Default)]
+pub(super) struct TopicTrie {
+    words: HashMap<String, TopicTrie>,
+    star: Option<Box<TopicTrie>>,
+    hash: Option<Box<TopicTrie>>,
+    destinations: Vec<Destination>,
+}
+
+impl TopicTrie {
+    pub(super) fn add(&mut self, pattern: &str, dest: Destination) {
+        let mut node = self;
+        for word in pattern.split('.') {
+            node = match word {
+                "*" => node.star.get_or_insert_with(Default::default),
+                "#" => node.hash.get_or_insert_with(Default::default),
+                w => node.words.entry(w.to_owned()).or_default(),
+            };
+        }
+        node.destinations.push(dest);
+    }
+
+    pub(super) fn remove(&mut self, pattern: &str, dest: &Destination) {
+        let words: Vec<&str> = pattern.split('.').collect();
+        self.remove_at(&words, dest);
+    }
+
+    /// Removes and prunes empty branches; returns whether this node is now empty.
+    fn remove_at(&mut self, words: &[&str], dest: &Destination) -> bool {
+        match words.split_first() {
+            None => {
+                if let Some(pos) = self.destinations.iter().position(|d| d.same(dest)) {
+                    self.destinations.remove(pos);
+                }
+            }
+            Some((&"*", rest)) => {
+                if let Some(child) = self.star.as_mut() {
+                    if child.remove_at(rest, dest) {
+                        self.star = None;
+                    }
+                }
+            }
+            Some((&"#", rest)) => {
+                if let Some(child) = self.hash.as_mut() {
+                    if child.remove_at(rest, dest) {
+                        self.hash = None;
+                    }
+                }
+            }
+            Some((w, rest)) => {
+                if let Some(child) = self.words.get_mut(*w) {
+                    if child.remove_at(rest, dest) {
+                        self.words.remove(*w);
+                    }
+                }
+            }
+        }
+        self.is_empty()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.destinations.is_empty()
+            && self.words.is_empty()
+            && self.star.is_none()
+            && self.hash.is_none()
+    }
+
+    pub(super) fn route(&self, key: &str, f: &mut dyn FnMut(&Destination)) {
+        let words: Vec<&str> = if key.is_empty() {
+            vec![""]
+        } else {
+            key.split('.').collect()
+        };
+        // A destination reached through several paths is reported once per path;
+        // the caller de-duplicates queues anyway.
+        self.walk(&words, f);
+    }
+
+    fn walk(&self, words: &[&str], f: &mut dyn FnMut(&Destination)) {
+        if let Some(hash) = &self.hash {
+            // `#` matches zero or more words: try every split point.
+            for i in 0..=words.len() {
+                hash.walk(&words[i..], f);
+            }
+        }
+        match words.split_first() {
+            None => self.destinations.iter().for_each(f),
+            Some((word, rest)) => {
+                if let Some(child) = self.words.get(*word) {
+                    child.walk(rest, f);
+                }
+                if let Some(star) = &self.star {
+                    star.walk(rest, f);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(pattern: &str, key: &str) -> bool {
+        let mut t = TopicTrie::default();
+        t.add(pattern, Destination::Exchange("d".into()));
+        let mut hit = false;
+        t.route(key, &mut |_| hit = true);
+        hit
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(matches("a.*.c", "a.b.c"));
+        assert!(!matches("a.*.c", "a.c"));
+        assert!(matches("a.#", "a"));
+        assert!(matches("a.#", "a.b.c"));
+        assert!(matches("#", ""));
+        assert!(matches("#", "x.y"));
+        assert!(matches("#.c", "c"));
+        assert!(matches("a.#.c", "a.c"));
+        assert!(matches("a.#.c", "a.b.b.c"));
+        assert!(!matches("a.#.c", "a.b.d"));
+        assert!(matches("*", "x"));
+        assert!(!matches("*", "x.y"));
+        assert!(!matches("*", ""));
+        assert!(matches("", ""));
+        assert!(matches("*.#", "x"));
+    }
+
+    #[test]
+    fn remove_prunes() {
+        let mut t = TopicTrie::default();
+        let d = Destination::Exchange("d".into());
+        t.add("a.*.#", d.clone());
+        t.remove("a.*.#", &d);
+        assert!(t.is_empty());
+    }
+}

@@ -1,0 +1,480 @@
+//! Queues: ordered message buffers that hand messages to consumers with capacity.
+//!
+//! Delivery runs inline in whoever changed the queue (a publisher's connection
+//! task, an ack on a consumer's connection): there is no queue task and no
+//! channel send per message, only one short lock per batch of work.
+
+use crate::consumer::Consumer;
+use crate::error::{AmqpError, Result};
+use crate::message::{Message, QueuedMessage};
+use crate::queue_args::{Overflow, QueueArgs};
+use crate::ready::ReadyList;
+use crate::vhost::VHost;
+use amq_protocol::types::FieldTable;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// Why a message left a queue without being acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// Rejected or nacked without requeue.
+    Rejected,
+    /// Its TTL ran out.
+    Expired,
+    /// The queue hit its length limit.
+    MaxLen,
+}
+
+impl DeadReason {
+    /// RabbitMQ's name for the reason, used in x-death headers.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeadReason::Rejected => "rejected",
+            DeadReason::Expired => "expired",
+            DeadReason::MaxLen => "maxlen",
+        }
+    }
+}
+
+/// Counters for management and metrics.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    /// Messages accepted into the queue.
+    pub published: AtomicU64,
+    /// Messages handed to consumers or `basic.get`.
+    pub delivered: AtomicU64,
+    /// Messages acknowledged.
+    pub acked: AtomicU64,
+    /// Messages handed out again after a requeue.
+    pub redelivered: AtomicU64,
+}
+
+struct QueueState {
+    ready: ReadyList,
+    unacked: usize,
+    consumers: Vec<Arc<Consumer>>,
+    round_robin: usize,
+    next_seq: u64,
+    last_used: Instant,
+    had_consumers: bool,
+    dead: Vec<(QueuedMessage, DeadReason)>,
+}
+
+/// A queue in a vhost.
+pub struct Queue {
+    /// Queue name.
+    pub name: String,
+    /// Name of the vhost it lives in.
+    pub vhost_name: String,
+    vhost: Weak<VHost>,
+    /// Survives a broker restart.
+    pub durable: bool,
+    /// The connection that owns an exclusive queue.
+    pub exclusive_owner: Option<u64>,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Declared arguments as sent by the client.
+    pub arguments: FieldTable,
+    /// Parsed arguments.
+    pub args: QueueArgs,
+    /// Counters.
+    pub stats: QueueStats,
+    state: Mutex<QueueState>,
+    deleted: AtomicBool,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Queue({}/{})", self.vhost_name, self.name)
+    }
+}
+
+/// What happened to a published message in one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// The queue took it.
+    Accepted,
+    /// The queue refused it (`x-overflow: reject-publish`).
+    Refused,
+}
+
+impl Queue {
+    /// A new empty queue.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        vhost: &Arc<VHost>,
+        durable: bool,
+        exclusive_owner: Option<u64>,
+        auto_delete: bool,
+        arguments: FieldTable,
+        args: QueueArgs,
+    ) -> Self {
+        Queue {
+            vhost_name: vhost.name.clone(),
+            vhost: Arc::downgrade(vhost),
+            name,
+            durable,
+            exclusive_owner,
+            auto_delete,
+            state: Mutex::new(QueueState {
+                ready: ReadyList::new(args.max_priority),
+                unacked: 0,
+                consumers: Vec::new(),
+                round_robin: 0,
+                next_seq: 0,
+                last_used: Instant::now(),
+                had_consumers: false,
+                dead: Vec::new(),
+            }),
+            arguments,
+            args,
+            stats: QueueStats::default(),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the queue was deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    /// Ready messages.
+    pub fn message_count(&self) -> usize {
+        self.state.lock().ready.len()
+    }
+
+    /// (ready, unacked, ready bytes, consumers) in one lock.
+    pub fn counts(&self) -> (usize, usize, u64, usize) {
+        let s = self.state.lock();
+        (s.ready.len(), s.unacked, s.ready.bytes(), s.consumers.len())
+    }
+
+    /// Number of consumers.
+    pub fn consumer_count(&self) -> usize {
+        self.state.lock().consumers.len()
+    }
+
+    /// A snapshot of the consumers.
+    pub fn consumers(&self) -> Vec<Arc<Consumer>> {
+        self.state.lock().consumers.clone()
+    }
+
+    /// Marks the queue as used now (resets the `x-expires` clock).
+    pub fn touch(&self) {
+        self.state.lock().last_used = Instant::now();
+    }
+
+    fn expiry_for(&self, m: &Message) -> Option<Instant> {
+        let ttl = match (self.args.message_ttl, m.expiration_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }?;
+        Some(m.received_at + Duration::from_millis(ttl))
+    }
+
+    /// Enqueues a published message and delivers what it can.
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Enqueued {
+        if self.is_deleted() {
+            return Enqueued::Accepted;
+        }
+        let mut s = self.state.lock();
+        if let Some(refused) = self.make_room(&mut s, message.size() as u64) {
+            if refused == Overflow::RejectPublishDlx {
+                let seq = s.next_seq;
+                let qm = QueuedMessage {
+                    expires_at: None,
+                    message,
+                    seq,
+                    redelivered: false,
+                    delivery_count: 0,
+                };
+                s.dead.push((qm, DeadReason::MaxLen));
+                self.finish(s);
+            }
+            return Enqueued::Refused;
+        }
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        let qm = QueuedMessage {
+            expires_at: self.expiry_for(&message),
+            message,
+            seq,
+            redelivered: false,
+            delivery_count: 0,
+        };
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        s.ready.push(qm);
+        self.dispatch_locked(&mut s);
+        self.finish(s);
+        Enqueued::Accepted
+    }
+
+    /// Applies the length limits before a new message of `size` bytes goes in.
+    /// Returns the overflow mode if the message must be refused.
+    fn make_room(&self, s: &mut QueueState, size: u64) -> Option<Overflow> {
+        let max_len = self.args.max_length;
+        let max_bytes = self.args.max_length_bytes;
+        if max_len.is_none() && max_bytes.is_none() {
+            return None;
+        }
+        let over = |s: &QueueState| {
+            max_len.is_some_and(|m| s.ready.len() as u64 + 1 > m)
+                || max_bytes.is_some_and(|m| s.ready.bytes() + size > m)
+        };
+        if !over(s) {
+            return None;
+        }
+        match self.args.overflow {
+            Overflow::DropHead => {
+                while over(s) {
+                    match s.ready.pop_oldest() {
+                        Some(m) => s.dead.push((m, DeadReason::MaxLen)),
+                        // Nothing left to drop: a limit of 0 or a message bigger than the byte limit.
+                        None => break,
+                    }
+                }
+                None
+            }
+            mode => Some(mode),
+        }
+    }
+
+    /// Unlocks, then dead-letters what the locked work set aside.
+    fn finish(self: &Arc<Self>, mut s: parking_lot::MutexGuard<'_, QueueState>) {
+        if s.dead.is_empty() {
+            return;
+        }
+        let dead = std::mem::take(&mut s.dead);
+        drop(s);
+        if let Some(vhost) = self.vhost.upgrade() {
+            vhost.dead_letter(self, dead);
+        }
+    }
+
+    fn dispatch_locked(self: &Arc<Self>, s: &mut QueueState) {
+        if s.consumers.is_empty() {
+            self.expire_head(s, Instant::now());
+            return;
+        }
+        let mut now: Option<Instant> = None;
+        while let Some(head) = s.ready.peek() {
+            if let Some(at) = head.expires_at {
+                let n = *now.get_or_insert_with(Instant::now);
+                if at <= n {
+                    let m = s.ready.pop().expect("peeked");
+                    s.dead.push((m, DeadReason::Expired));
+                    continue;
+                }
+            }
+            let Some(consumer) = self.pick_consumer(s) else {
+                break;
+            };
+            let mut m = s.ready.pop().expect("peeked");
+            m.delivery_count += 1;
+            if m.redelivered {
+                self.stats.redelivered.fetch_add(1, Ordering::Relaxed);
+            }
+            self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            if !consumer.no_ack {
+                consumer.unacked.fetch_add(1, Ordering::Relaxed);
+                s.unacked += 1;
+            }
+            consumer.sink.deliver(self, &consumer, m);
+        }
+        if self.args.message_ttl.is_some() {
+            self.expire_head(s, Instant::now());
+        }
+    }
+
+    /// Chooses the next consumer: highest priority first, round-robin within a priority.
+    fn pick_consumer(&self, s: &mut QueueState) -> Option<Arc<Consumer>> {
+        if self.args.single_active_consumer {
+            let c = s.consumers.first()?;
+            return c.has_capacity().then(|| c.clone());
+        }
+        let n = s.consumers.len();
+        if n == 1 {
+            let c = &s.consumers[0];
+            return c.has_capacity().then(|| c.clone());
+        }
+        // Consumers are kept sorted by priority, so each priority is a contiguous run.
+        let mut start = 0;
+        while start < n {
+            let p = s.consumers[start].priority;
+            let end = start
+                + s.consumers[start..]
+                    .iter()
+                    .take_while(|c| c.priority == p)
+                    .count();
+            let len = end - start;
+            for i in 0..len {
+                let idx = start + (s.round_robin + i) % len;
+                if s.consumers[idx].has_capacity() {
+                    s.round_robin = s.round_robin.wrapping_add(i + 1);
+                    return Some(s.consumers[idx].clone());
+                }
+            }
+            start = end;
+        }
+        None
+    }
+
+    fn expire_head(&self, s: &mut QueueState, now: Instant) {
+        let expired = s
+            .ready
+            .remove_where(|m| m.expires_at.is_some_and(|at| at <= now));
+        s.dead
+            .extend(expired.into_iter().map(|m| (m, DeadReason::Expired)));
+    }
+
+    /// Delivers what can be delivered (after consumers gained capacity).
+    pub fn dispatch(self: &Arc<Self>) {
+        let mut s = self.state.lock();
+        if s.ready.is_empty() || s.consumers.is_empty() {
+            return;
+        }
+        self.dispatch_locked(&mut s);
+        self.finish(s);
+    }
+
+    /// `basic.get`: takes one message; `ack_required` keeps it as unacked.
+    /// Returns the message and how many remain ready.
+    pub fn get(self: &Arc<Self>, ack_required: bool) -> Option<(QueuedMessage, u32)> {
+        let mut s = self.state.lock();
+        s.last_used = Instant::now();
+        let now = Instant::now();
+        self.expire_head(&mut s, now);
+        let got = s.ready.pop().map(|mut m| {
+            m.delivery_count += 1;
+            if ack_required {
+                s.unacked += 1;
+            }
+            self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            (m, s.ready.len() as u32)
+        });
+        self.finish(s);
+        got
+    }
+
+    /// Acknowledges `n` unacked messages and refills consumers.
+    pub fn ack(self: &Arc<Self>, n: usize) {
+        self.stats.acked.fetch_add(n as u64, Ordering::Relaxed);
+        let mut s = self.state.lock();
+        s.unacked = s.unacked.saturating_sub(n);
+        if !s.ready.is_empty() && !s.consumers.is_empty() {
+            self.dispatch_locked(&mut s);
+        }
+        self.finish(s);
+    }
+
+    /// Returns unacked messages to the queue in their original order, marked redelivered.
+    pub fn requeue(self: &Arc<Self>, messages: Vec<QueuedMessage>) {
+        let mut s = self.state.lock();
+        s.unacked = s.unacked.saturating_sub(messages.len());
+        if self.is_deleted() {
+            return;
+        }
+        for mut m in messages {
+            m.redelivered = true;
+            s.ready.requeue(m);
+        }
+        self.dispatch_locked(&mut s);
+        self.finish(s);
+    }
+
+    /// Drops unacked messages for good (nack/reject without requeue): dead-letters them.
+    pub fn reject(self: &Arc<Self>, messages: Vec<QueuedMessage>) {
+        let mut s = self.state.lock();
+        s.unacked = s.unacked.saturating_sub(messages.len());
+        s.dead
+            .extend(messages.into_iter().map(|m| (m, DeadReason::Rejected)));
+        if !s.ready.is_empty() && !s.consumers.is_empty() {
+            self.dispatch_locked(&mut s);
+        }
+        self.finish(s);
+    }
+
+    /// Subscribes a consumer; enforces exclusive consumers.
+    pub fn add_consumer(self: &Arc<Self>, consumer: Arc<Consumer>) -> Result<()> {
+        let mut s = self.state.lock();
+        if s.consumers.iter().any(|c| c.exclusive)
+            || (consumer.exclusive && !s.consumers.is_empty())
+        {
+            return Err(AmqpError::access_refused(format!(
+                "queue '{}' in vhost '{}' in exclusive use",
+                self.name, self.vhost_name
+            )));
+        }
+        let pos = s
+            .consumers
+            .partition_point(|c| c.priority >= consumer.priority);
+        s.consumers.insert(pos, consumer);
+        s.had_consumers = true;
+        s.last_used = Instant::now();
+        self.dispatch_locked(&mut s);
+        self.finish(s);
+        Ok(())
+    }
+
+    /// Unsubscribes a consumer. Deletes an auto-delete queue that lost its last consumer.
+    pub fn remove_consumer(self: &Arc<Self>, consumer: &Arc<Consumer>) {
+        let mut s = self.state.lock();
+        let before = s.consumers.len();
+        s.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
+        if s.consumers.len() == before {
+            return;
+        }
+        s.last_used = Instant::now();
+        let now_unused = s.consumers.is_empty() && s.had_consumers && self.auto_delete;
+        // A single-active-consumer queue hands over to the next consumer.
+        self.dispatch_locked(&mut s);
+        self.finish(s);
+        if now_unused {
+            if let Some(vhost) = self.vhost.upgrade() {
+                let _ = vhost.delete_queue_internal(&self.name);
+            }
+        }
+    }
+
+    /// Removes every ready message; returns how many.
+    pub fn purge(&self) -> usize {
+        let mut s = self.state.lock();
+        s.ready.drain().len()
+    }
+
+    /// Marks the queue deleted, cancels its consumers and drops its messages.
+    /// Returns how many ready messages it held.
+    pub fn delete(&self) -> usize {
+        self.deleted.store(true, Ordering::Release);
+        let (consumers, count) = {
+            let mut s = self.state.lock();
+            let count = s.ready.drain().len();
+            (std::mem::take(&mut s.consumers), count)
+        };
+        for c in consumers {
+            c.sink.cancelled(&c);
+        }
+        count
+    }
+
+    /// Periodic work: expires messages by TTL; returns true when `x-expires` says the
+    /// queue has been unused long enough to be deleted.
+    pub fn tick(self: &Arc<Self>, now: Instant) -> bool {
+        let mut s = self.state.lock();
+        if self.args.message_ttl.is_some() || !s.ready.is_empty() {
+            self.expire_head(&mut s, now);
+        }
+        let unused = match self.args.expires {
+            Some(ms) => {
+                s.consumers.is_empty()
+                    && now.duration_since(s.last_used) >= Duration::from_millis(ms)
+            }
+            None => false,
+        };
+        self.finish(s);
+        unused
+    }
+}

@@ -1,0 +1,135 @@
+//! Broker configuration: defaults, then a TOML file, then `FERRYMQ_*` env vars and flags.
+
+use clap::Parser;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// Command-line flags; each also reads a `FERRYMQ_*` environment variable.
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "ferrymq",
+    version,
+    about = "FerryMQ: an AMQP 0-9-1 message broker"
+)]
+pub struct Flags {
+    /// TOML configuration file.
+    #[arg(long, env = "FERRYMQ_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for durable data.
+    #[arg(long, env = "FERRYMQ_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// AMQP listener address (HOST:PORT). With the default 0.0.0.0 the IPv6 wildcard is bound too.
+    #[arg(long, env = "FERRYMQ_AMQP_BIND")]
+    pub amqp_bind: Option<String>,
+    /// HTTP management listener address (HOST:PORT).
+    #[arg(long, env = "FERRYMQ_HTTP_BIND")]
+    pub http_bind: Option<String>,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `ferrymq_amqp=debug`.
+    #[arg(long, env = "FERRYMQ_LOG")]
+    pub log: Option<String>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory for durable data.
+    pub data_dir: PathBuf,
+    /// AMQP listener address.
+    pub amqp_bind: String,
+    /// HTTP management listener address.
+    pub http_bind: String,
+    /// Log filter.
+    pub log: String,
+    /// Largest frame accepted.
+    pub frame_max: u32,
+    /// Highest channel number.
+    pub channel_max: u16,
+    /// Heartbeat proposed to clients (seconds).
+    pub heartbeat: u16,
+    /// Largest message body accepted (bytes).
+    pub max_message_size: u64,
+    /// Users that may only connect from loopback.
+    pub loopback_users: Vec<String>,
+    /// User created on first start when no users exist.
+    pub default_user: String,
+    /// Password of `default_user`.
+    pub default_pass: String,
+    /// Vhost created on first start.
+    pub default_vhost: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("ferrymq-data"),
+            amqp_bind: "0.0.0.0:5672".into(),
+            http_bind: "0.0.0.0:15672".into(),
+            log: "info".into(),
+            frame_max: 131072,
+            channel_max: 2047,
+            heartbeat: 60,
+            max_message_size: 128 << 20,
+            loopback_users: vec!["guest".into()],
+            default_user: "guest".into(),
+            default_pass: "guest".into(),
+            default_vhost: "/".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Builds the configuration from flags (which already include env vars) and the file.
+    pub fn load(flags: &Flags) -> Result<Self, String> {
+        let mut cfg = match &flags.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+                toml::from_str::<Config>(&text)
+                    .map_err(|e| format!("invalid config file {}: {e}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Some(d) = &flags.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        if let Some(b) = &flags.amqp_bind {
+            cfg.amqp_bind = b.clone();
+        }
+        if let Some(b) = &flags.http_bind {
+            cfg.http_bind = b.clone();
+        }
+        if let Some(l) = &flags.log {
+            cfg.log = l.clone();
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("ferrymq-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("f.toml");
+        std::fs::write(&file, "amqp_bind = \"127.0.0.1:1\"\nheartbeat = 5\n").unwrap();
+        let flags = Flags {
+            config: Some(file),
+            amqp_bind: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        let cfg = Config::load(&flags).unwrap();
+        assert_eq!(cfg.amqp_bind, "127.0.0.1:2");
+        assert_eq!(cfg.heartbeat, 5);
+        assert_eq!(cfg.http_bind, "0.0.0.0:15672");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let e = toml::from_str::<Config>("amqp_port = 1").unwrap_err();
+        assert!(e.to_string().contains("amqp_port"));
+    }
+}
