@@ -66,7 +66,7 @@ struct PendingPublish {
 }
 
 enum TxOp {
-    Publish(Arc<Exchange>, Message, bool),
+    Publish(Arc<Exchange>, Box<Message>, bool),
     Ack(u64, bool),
     Nack(u64, bool, bool),
 }
@@ -325,6 +325,14 @@ impl Channel {
                     self.queue_name(d.queue.as_str())?
                 };
                 if !d.passive {
+                    if name.starts_with("amq.")
+                        && !d.queue.as_str().is_empty()
+                        && ctx.vhost.queue(&name).is_none()
+                    {
+                        return Err(AmqpError::access_refused(format!(
+                            "queue name '{name}' contains reserved prefix 'amq.*'"
+                        )));
+                    }
                     ctx.check(Access::Configure, "queue", &name)?;
                 }
                 let (queue, _) = ctx.vhost.declare_queue(
@@ -582,7 +590,7 @@ impl Channel {
         let body_size = u64::from_be_bytes(payload[4..12].try_into().expect("8 bytes"));
         let raw = payload.slice(12..);
         let props = match basic::parse_properties(&raw[..]) {
-            Ok((rest, p)) if rest.is_empty() => p,
+            Ok((&[], p)) => p,
             _ => {
                 return Err(AmqpError::frame_error(
                     "malformed content header properties",
@@ -686,7 +694,7 @@ impl Channel {
             received_at: std::time::Instant::now(),
         };
         if let Some(ops) = self.tx.as_mut() {
-            ops.push(TxOp::Publish(p.exchange, message, p.mandatory));
+            ops.push(TxOp::Publish(p.exchange, Box::new(message), p.mandatory));
             return Ok(());
         }
         self.route_and_confirm(ctx, &p.exchange, message, p.mandatory);
@@ -788,7 +796,10 @@ impl Channel {
             connection_id: ctx.conn_id,
             channel_id: self.id,
         });
-        // consume-ok must reach the client before the first delivery.
+        queue.add_consumer(consumer.clone())?;
+        self.sink.add_consumer(consumer, queue.clone());
+        // consume-ok must reach the client before the first delivery, so the
+        // queue starts delivering only after it is written.
         if !c.nowait {
             self.reply(
                 ctx,
@@ -797,11 +808,7 @@ impl Channel {
                 })),
             );
         }
-        self.sink.add_consumer(consumer.clone(), queue.clone());
-        if let Err(e) = queue.add_consumer(consumer) {
-            self.sink.remove_consumer(&tag);
-            return Err(e);
-        }
+        queue.dispatch();
         Ok(())
     }
 
@@ -895,7 +902,7 @@ impl Channel {
                 for op in ops {
                     match op {
                         TxOp::Publish(ex, m, mandatory) => {
-                            self.route_and_confirm(ctx, &ex, m, mandatory)
+                            self.route_and_confirm(ctx, &ex, *m, mandatory)
                         }
                         TxOp::Ack(tag, multiple) => self.ack(tag, multiple)?,
                         TxOp::Nack(tag, multiple, requeue) => self.nack(tag, multiple, requeue)?,

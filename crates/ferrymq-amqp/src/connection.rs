@@ -301,7 +301,7 @@ impl Connection {
             ));
         }
         let class = match parse_class(&f.payload[..]) {
-            Ok((rest, c)) if rest.is_empty() => c,
+            Ok((&[], c)) => c,
             _ => {
                 return Err((
                     AmqpError::syntax_error(format!(

@@ -397,7 +397,8 @@ impl Queue {
         self.finish(s);
     }
 
-    /// Subscribes a consumer; enforces exclusive consumers.
+    /// Subscribes a consumer (enforcing exclusive consumers). It receives messages
+    /// from the next [`Queue::dispatch`] on, so the caller can confirm it first.
     pub fn add_consumer(self: &Arc<Self>, consumer: Arc<Consumer>) -> Result<()> {
         let mut s = self.state.lock();
         if s.consumers.iter().any(|c| c.exclusive)
@@ -414,8 +415,6 @@ impl Queue {
         s.consumers.insert(pos, consumer);
         s.had_consumers = true;
         s.last_used = Instant::now();
-        self.dispatch_locked(&mut s);
-        self.finish(s);
         Ok(())
     }
 

@@ -277,11 +277,6 @@ impl VHost {
         if opts.passive {
             return Err(self.no_queue(name));
         }
-        if name.starts_with("amq.") {
-            return Err(AmqpError::access_refused(format!(
-                "queue name '{name}' contains reserved prefix 'amq.*'"
-            )));
-        }
         let args = QueueArgs::parse(&opts.arguments, name, &self.name)?;
         if let Some(dlx) = &args.dead_letter_exchange {
             if dlx.starts_with("amq.") && self.exchange(dlx).is_none() {

@@ -1,0 +1,122 @@
+//! The FerryMQ broker process: configuration and start-up of every listener,
+//! shared by the `ferrymq` binary and the integration tests.
+
+pub mod config;
+
+use config::Config;
+use ferrymq_amqp::{AmqpConfig, Shared};
+use ferrymq_broker::Broker;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// A started broker: its state and the addresses it listens on.
+pub struct Running {
+    /// The broker state.
+    pub broker: Arc<Broker>,
+    /// AMQP server state (connections).
+    pub amqp: Arc<Shared>,
+    /// Bound AMQP addresses (the first is the configured one).
+    pub amqp_addrs: Vec<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Closes client connections (320 CONNECTION_FORCED) and stops the listeners.
+    pub async fn shutdown(self) {
+        self.amqp
+            .connections
+            .close_all("broker forced connection closure with reason 'shutdown'");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Binds `addr`; for the IPv4 wildcard also binds the IPv6 wildcard (v6-only),
+/// since clients resolve `localhost` to `::1` first.
+async fn bind_all(addr: &str) -> Result<Vec<TcpListener>, String> {
+    let sock: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("invalid listener address '{addr}': {e}"))?;
+    let v4 = TcpListener::bind(sock)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    // With port 0 the IPv6 listener takes the port the IPv4 one got.
+    let port = v4.local_addr().map_err(|e| e.to_string())?.port();
+    let mut out = vec![v4];
+    if sock.ip() == std::net::Ipv4Addr::UNSPECIFIED {
+        let v6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+        match bind_v6_only(v6) {
+            Ok(l) => out.push(l),
+            Err(e) => tracing::warn!("IPv6 listener on {v6} not available: {e}"),
+        }
+    }
+    Ok(out)
+}
+
+fn bind_v6_only(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)?;
+    s.set_only_v6(true)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    TcpListener::from_std(s.into())
+}
+
+/// Creates the broker state and binds every listener of `cfg`.
+pub async fn start(cfg: &Config) -> Result<Running, String> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", cfg.data_dir.display()))?;
+    let broker = Arc::new(Broker::new());
+    broker.add_vhost(&cfg.default_vhost);
+    broker.put_user(ferrymq_broker::auth::User::with_password(
+        &cfg.default_user,
+        &cfg.default_pass,
+        vec!["administrator".into()],
+    ));
+    broker.set_permission(
+        &cfg.default_vhost,
+        &cfg.default_user,
+        ferrymq_broker::auth::Permission::all(),
+    );
+
+    let shared = Shared::new(
+        broker.clone(),
+        AmqpConfig {
+            frame_max: cfg.frame_max,
+            channel_max: cfg.channel_max,
+            heartbeat: cfg.heartbeat,
+            max_message_size: cfg.max_message_size,
+            loopback_users: cfg.loopback_users.clone(),
+            ..Default::default()
+        },
+    );
+    let mut tasks = Vec::new();
+    let mut amqp_addrs = Vec::new();
+    for l in bind_all(&cfg.amqp_bind).await? {
+        let addr = l.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!("AMQP listener ready on {addr}");
+        amqp_addrs.push(addr);
+        tasks.push(tokio::spawn(ferrymq_amqp::serve(shared.clone(), l)));
+    }
+    // TTL expiry and x-expires run on a coarse tick; precise enough for both.
+    let ticker = broker.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut t = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            t.tick().await;
+            ticker.tick();
+        }
+    }));
+    Ok(Running {
+        broker,
+        amqp: shared,
+        amqp_addrs,
+        tasks,
+    })
+}

@@ -1,0 +1,196 @@
+//! Shared helpers for the integration tests: an in-process broker on an
+//! ephemeral port and small lapin conveniences.
+#![allow(dead_code)]
+
+use ferrymq::config::Config;
+use futures_lite::StreamExt;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use std::time::Duration;
+
+/// A broker started by a test; dropped with the test's runtime.
+pub struct TestBroker {
+    /// The running server.
+    pub running: ferrymq::Running,
+    /// Its AMQP port on 127.0.0.1.
+    pub port: u16,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    /// A temporary directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Starts a broker on 127.0.0.1 with an ephemeral port.
+pub async fn start() -> TestBroker {
+    start_with(|_| {}).await
+}
+
+/// Starts a broker after letting the test adjust its configuration.
+pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestBroker {
+    let dir = std::env::temp_dir().join(format!(
+        "ferrymq-test-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let mut cfg = Config {
+        amqp_bind: "127.0.0.1:0".into(),
+        data_dir: dir.clone(),
+        ..Config::default()
+    };
+    adjust(&mut cfg);
+    let running = ferrymq::start(&cfg).await.expect("broker starts");
+    let port = running.amqp_addrs[0].port();
+    TestBroker {
+        running,
+        port,
+        _dir: tempdir::Dir(dir),
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    t ^ N.fetch_add(1, Ordering::Relaxed)
+}
+
+impl TestBroker {
+    /// amqp URI for `user:pass` on vhost `/`.
+    pub fn uri(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// A new connection as guest.
+    pub async fn connect(&self) -> Connection {
+        Connection::connect(&self.uri(), ConnectionProperties::default())
+            .await
+            .expect("connect")
+    }
+
+    /// A new connection and one channel on it.
+    pub async fn channel(&self) -> (Connection, Channel) {
+        let c = self.connect().await;
+        let ch = c.create_channel().await.expect("channel");
+        (c, ch)
+    }
+}
+
+/// The AMQP reply code and text of a lapin error, if the broker sent one.
+pub fn amqp_error(e: &lapin::Error) -> Option<(u16, String)> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(p) => Some((p.get_id(), p.get_message().to_string())),
+        _ => None,
+    }
+}
+
+/// Asserts that `r` failed with reply `code`; returns the reply text.
+#[track_caller]
+pub fn expect_code<T: std::fmt::Debug>(r: Result<T, lapin::Error>, code: u16) -> String {
+    match r {
+        Ok(v) => panic!("expected error {code}, got Ok({v:?})"),
+        Err(e) => match amqp_error(&e) {
+            Some((c, text)) => {
+                assert_eq!(c, code, "unexpected reply: {text}");
+                text
+            }
+            None => panic!("expected AMQP error {code}, got {e:?}"),
+        },
+    }
+}
+
+/// Declares a non-durable queue with arguments.
+pub async fn declare(ch: &Channel, name: &str, args: FieldTable) -> lapin::Queue {
+    ch.queue_declare(name.into(), QueueDeclareOptions::default(), args)
+        .await
+        .expect("queue.declare")
+}
+
+/// Publishes to `exchange` with `rk` and plain properties.
+pub async fn publish(ch: &Channel, exchange: &str, rk: &str, body: &[u8]) {
+    publish_props(ch, exchange, rk, body, BasicProperties::default()).await
+}
+
+/// Publishes with properties.
+pub async fn publish_props(
+    ch: &Channel,
+    exchange: &str,
+    rk: &str,
+    body: &[u8],
+    props: BasicProperties,
+) {
+    ch.basic_publish(
+        exchange.into(),
+        rk.into(),
+        BasicPublishOptions::default(),
+        body,
+        props,
+    )
+    .await
+    .expect("basic.publish");
+}
+
+/// basic.get with auto-ack; returns the body.
+pub async fn get_body(ch: &Channel, queue: &str) -> Option<Vec<u8>> {
+    ch.basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+        .map(|m| m.delivery.data)
+}
+
+/// Drains `queue` with basic.get (auto-ack) and returns the bodies as strings.
+pub async fn drain(ch: &Channel, queue: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(b) = get_body(ch, queue).await {
+        out.push(String::from_utf8(b).unwrap());
+    }
+    out
+}
+
+/// Waits for the next delivery of a consumer, with a timeout.
+pub async fn next_delivery(consumer: &mut lapin::Consumer) -> lapin::message::Delivery {
+    tokio::time::timeout(Duration::from_secs(5), consumer.next())
+        .await
+        .expect("delivery within 5 s")
+        .expect("consumer stream open")
+        .expect("delivery ok")
+}
+
+/// Asserts that no delivery arrives within `ms`.
+pub async fn no_delivery(consumer: &mut lapin::Consumer, ms: u64) {
+    if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(ms), consumer.next()).await {
+        panic!(
+            "unexpected delivery {:?}",
+            d.map(|d| String::from_utf8_lossy(&d.data).to_string())
+        );
+    }
+}
+
+/// A field table from (key, value) pairs.
+pub fn table(pairs: &[(&str, lapin::types::AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+/// A long-string field value.
+pub fn s(v: &str) -> lapin::types::AMQPValue {
+    lapin::types::AMQPValue::LongString(v.into())
+}
+
+/// An integer field value.
+pub fn int(v: i64) -> lapin::types::AMQPValue {
+    lapin::types::AMQPValue::LongLongInt(v)
+}
