@@ -568,10 +568,9 @@ impl Channel {
     /// Handles a content header frame payload.
     pub fn handle_header(&mut self, ctx: &ConnCtx, payload: Bytes) -> Result<()> {
         let Some(pending) = self.pending.as_mut() else {
-            return Err(AmqpError::unexpected_frame(format!(
-                "expected method frame, got non method frame instead on channel {}",
-                self.id
-            )));
+            return Err(AmqpError::unexpected_frame(
+                "expected method frame, got non method frame instead",
+            ));
         };
         if pending.header.is_some() {
             return Err(AmqpError::unexpected_frame(
@@ -614,10 +613,9 @@ impl Channel {
     /// Handles a content body frame payload.
     pub fn handle_body(&mut self, ctx: &ConnCtx, payload: Bytes) -> Result<()> {
         let Some(pending) = self.pending.as_mut() else {
-            return Err(AmqpError::unexpected_frame(format!(
-                "expected method frame, got non method frame instead on channel {}",
-                self.id
-            )));
+            return Err(AmqpError::unexpected_frame(
+                "expected method frame, got non method frame instead",
+            ));
         };
         let Some((size, _, _)) = pending.header.as_ref() else {
             return Err(AmqpError::unexpected_frame(

@@ -267,7 +267,7 @@ impl Connection {
             kind::HEARTBEAT => {
                 if f.channel != 0 {
                     return Err((
-                        AmqpError::frame_error("heartbeat frame on non-zero channel"),
+                        AmqpError::unexpected_frame("heartbeat frame on non-zero channel"),
                         (0, 0),
                     ));
                 }
@@ -316,8 +316,8 @@ impl Connection {
             return match class {
                 AMQPClass::Connection(m) => self.connection_method(m).map_err(|e| (e, ids)),
                 _ => Err((
-                    AmqpError::command_invalid(format!(
-                        "method {}.{} is not allowed on channel 0",
+                    AmqpError::channel_error(format!(
+                        "unexpected method {}.{} on channel 0",
                         ids.0, ids.1
                     )),
                     ids,
@@ -354,11 +354,21 @@ impl Connection {
                             "channel id {id} is above the negotiated channel_max ({})",
                             self.channel_max
                         )),
-                        ids,
+                        (0, 0),
                     ));
                 }
                 if self.channels.contains_key(&id) {
                     return Err((AmqpError::channel_error("second 'channel.open' seen"), ids));
+                }
+                if self.channels.len() >= self.channel_max as usize {
+                    return Err((
+                        AmqpError::not_allowed(format!(
+                            "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                            self.channels.len(),
+                            self.channel_max
+                        )),
+                        (0, 0),
+                    ));
                 }
                 self.channels.insert(id, Channel::new(id, ctx));
                 self.info
@@ -426,19 +436,22 @@ impl Connection {
         if ch.state == ChannelState::Closing {
             return Ok(());
         }
+        let publishing = ch.expects_content();
         let r = if f.kind == kind::HEADER {
             ch.handle_header(ctx, f.payload)
         } else {
             ch.handle_body(ctx, f.payload)
         };
+        // Errors about a publish in progress name basic.publish; stray content names no method.
+        let ids = if publishing { (60, 40) } else { (0, 0) };
         if !ch.expects_content() {
             self.confirm_dirty.push(f.channel);
         }
         match r {
             Ok(()) => Ok(()),
-            Err(e) if e.is_hard() => Err((e, (60, 40))),
+            Err(e) if e.is_hard() => Err((e, ids)),
             Err(e) => {
-                self.close_channel(f.channel, e, (60, 40));
+                self.close_channel(f.channel, e, ids);
                 Ok(())
             }
         }
@@ -565,17 +578,18 @@ impl Connection {
                 "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
             ))
         };
-        let (user, pass) =
-            sasl::credentials(mechanism, s.response.as_bytes()).ok_or_else(refused)?;
+        let Some((user, pass)) = sasl::credentials(mechanism, s.response.as_bytes()) else {
+            return self.refuse_login(refused());
+        };
         let authenticated = self.shared.broker.authenticate(&user, &pass);
         let loopback_only = self.shared.config.loopback_users.iter().any(|u| u == &user);
         if authenticated.is_none() {
             tracing::warn!(conn = %self.info.name, user = %user, "authentication failed");
-            return Err(refused());
+            return self.refuse_login(refused());
         }
         if loopback_only && !self.info.peer.ip().is_loopback() {
             tracing::warn!(conn = %self.info.name, user = %user, "user can only connect via localhost");
-            return Err(refused());
+            return self.refuse_login(refused());
         }
         self.user = Some(user.clone());
         *self.info.user.lock() = user;
@@ -589,6 +603,21 @@ impl Connection {
             })),
         );
         self.phase = Phase::AwaitTuneOk;
+        Ok(())
+    }
+
+    /// A failed login: clients that announced `authentication_failure_close` get a
+    /// 403 connection.close, others a dropped socket (as the spec and RabbitMQ do).
+    fn refuse_login(&mut self, e: AmqpError) -> Result<(), AmqpError> {
+        let announced = matches!(
+            self.capabilities.inner().get("authentication_failure_close"),
+            Some(AMQPValue::Boolean(true))
+        );
+        if announced {
+            self.close_connection(e, (0, 0));
+        } else {
+            self.phase = Phase::Done;
+        }
         Ok(())
     }
 

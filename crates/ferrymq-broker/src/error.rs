@@ -72,12 +72,18 @@ fn name_of(c: u16) -> &'static str {
 }
 
 impl AmqpError {
-    /// An error with `code`; the text gets the code's name as prefix.
+    /// An error with `code`; the text gets the code's name as prefix and is cut
+    /// to the 255 bytes a reply text can carry on the wire.
     pub fn new(code: u16, detail: impl fmt::Display) -> Self {
-        AmqpError {
-            code,
-            text: format!("{} - {}", name_of(code), detail),
+        let mut text = format!("{} - {}", name_of(code), detail);
+        if text.len() > 255 {
+            let mut cut = 255;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
         }
+        AmqpError { code, text }
     }
     /// 404 NOT_FOUND.
     pub fn not_found(detail: impl fmt::Display) -> Self {
@@ -143,6 +149,18 @@ impl AmqpError {
                 | code::NOT_IMPLEMENTED
                 | code::INTERNAL_ERROR
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_fit_a_short_string() {
+        let e = AmqpError::not_found("é".repeat(300));
+        assert!(e.text.len() <= 255);
+        assert!(e.text.starts_with("NOT_FOUND - é"));
     }
 }
 

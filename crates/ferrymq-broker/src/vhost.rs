@@ -583,8 +583,9 @@ impl VHost {
                 .unwrap_or_else(|| m.routing_key.clone());
             let (properties, cycled) =
                 with_x_death(&m.properties, queue, reason, &m.exchange, &m.routing_key);
+            // Like RabbitMQ, the message now comes from the dead-letter exchange.
             let dead_message = Message::new(
-                m.exchange.clone(),
+                dlx_name.to_owned(),
                 routing_key.clone(),
                 properties,
                 m.body.clone(),

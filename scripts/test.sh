@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs every FerryMQ test from a fresh clone: installs what the tests need,
+# checks formatting and lints, runs the Rust tests, then starts a broker and
+# runs the Python client suites against it. CI calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+log "installing test dependencies"
+if ! python3 -c "import pika, pytest" 2>/dev/null; then
+    python3 -m pip install --quiet pika pytest 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages pika pytest
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+log "cargo test"
+cargo test --workspace
+
+log "python client suites (pika, raw wire) against a fresh broker"
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+target/debug/ferrymq --amqp-bind "127.0.0.1:$port" --data-dir "$work/data" >"$work/broker.log" 2>&1 &
+broker=$!
+cleanup() {
+    kill "$broker" 2>/dev/null || true
+    wait "$broker" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$port),0.2)" 2>/dev/null; then break; fi
+    sleep 0.1
+done
+if ! FERRYMQ_AMQP_PORT="$port" python3 -m pytest tests/python -q -p no:cacheprovider; then
+    echo "--- broker log ---"; tail -50 "$work/broker.log"
+    exit 1
+fi
