@@ -20,6 +20,7 @@ use ferrymq_broker::vhost::{
     copy_properties, ExchangeOptions, QueueOptions, VHost, REPLY_TO_PREFIX,
 };
 use ferrymq_broker::Broker;
+use std::collections::VecDeque;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
@@ -41,6 +42,15 @@ pub struct ConnCtx {
     pub max_message_size: u64,
     /// The client understands `basic.cancel` from the server.
     pub cancel_notify: bool,
+}
+
+impl ConnCtx {
+    /// The durability epoch now on disk (everything counts as synced without a store).
+    pub fn synced_epoch(&self) -> u64 {
+        self.broker
+            .storage()
+            .map_or(u64::MAX, |s| s.durability.synced_epoch())
+    }
 }
 
 impl ConnCtx {
@@ -92,7 +102,9 @@ pub struct Channel {
     prefetch: u32,
     confirm: bool,
     publish_seq: u64,
-    confirm_pending_ack: Option<u64>,
+    /// Confirms not yet sent: (publish seq, durability epoch to wait for, ack or nack).
+    /// Released strictly in order, so `multiple` acks never cover an unsynced message.
+    confirms: VecDeque<(u64, u64, bool)>,
     tx: Option<Vec<TxOp>>,
     last_queue: Option<String>,
     exchange_cache: Option<Arc<Exchange>>,
@@ -131,7 +143,7 @@ impl Channel {
             prefetch: 0,
             confirm: false,
             publish_seq: 0,
-            confirm_pending_ack: None,
+            confirms: VecDeque::new(),
             tx: None,
             last_queue: None,
             exchange_cache: None,
@@ -718,19 +730,37 @@ impl Channel {
         }
         if self.confirm {
             self.publish_seq += 1;
-            if outcome.refused {
-                self.flush_confirms(ctx);
-                ctx.outbound
-                    .append(|b| wire::confirm(b, self.id, self.publish_seq, false, false));
-            } else {
-                self.confirm_pending_ack = Some(self.publish_seq);
-            }
+            self.confirms
+                .push_back((self.publish_seq, outcome.epoch, !outcome.refused));
         }
     }
 
-    /// Sends the accumulated publisher confirms as one `basic.ack multiple`.
-    pub fn flush_confirms(&mut self, ctx: &ConnCtx) {
-        if let Some(tag) = self.confirm_pending_ack.take() {
+    /// Whether confirms wait for the store.
+    pub fn awaits_sync(&self) -> bool {
+        self.confirms.back().is_some_and(|c| c.1 > 0)
+    }
+
+    /// Sends the confirms whose messages are safe (durability epoch `synced`
+    /// reached), acks coalesced into one `basic.ack multiple`.
+    pub fn flush_confirms(&mut self, ctx: &ConnCtx, synced: u64) {
+        let mut ack_upto = None;
+        while let Some(&(seq, epoch, ack)) = self.confirms.front() {
+            if epoch > synced {
+                break;
+            }
+            self.confirms.pop_front();
+            if ack {
+                ack_upto = Some(seq);
+            } else {
+                if let Some(tag) = ack_upto.take() {
+                    ctx.outbound
+                        .append(|b| wire::confirm(b, self.id, tag, true, true));
+                }
+                ctx.outbound
+                    .append(|b| wire::confirm(b, self.id, seq, false, false));
+            }
+        }
+        if let Some(tag) = ack_upto {
             ctx.outbound
                 .append(|b| wire::confirm(b, self.id, tag, true, true));
         }
@@ -841,7 +871,10 @@ impl Channel {
 
     fn ack(&mut self, tag: u64, multiple: bool) -> Result<()> {
         let list = self.sink.take(tag, multiple)?;
-        Self::settle(list, |q, v| q.ack(v.len()));
+        Self::settle(list, |q, v| {
+            let msgs: Vec<_> = v.into_iter().map(|u| u.message).collect();
+            q.ack(&msgs)
+        });
         if self.sink.has_global_prefetch() {
             self.kick();
         }

@@ -48,6 +48,8 @@ struct Connection {
     ctx: Option<ConnCtx>,
     channels: HashMap<u16, Channel>,
     confirm_dirty: Vec<u16>,
+    /// Channels with confirms waiting for the store to sync.
+    sync_waiters: Vec<u16>,
     last_read: Instant,
 }
 
@@ -73,6 +75,7 @@ where
         ctx: None,
         channels: HashMap::new(),
         confirm_dirty: Vec::new(),
+        sync_waiters: Vec::new(),
         last_read: Instant::now(),
     };
     c.run(&mut rd).await;
@@ -110,6 +113,7 @@ impl Connection {
         let _ = buf.split_to(8);
         self.send_start();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut synced = self.shared.synced.clone();
         let opened_by = Instant::now() + handshake;
         loop {
             tokio::select! {
@@ -128,6 +132,11 @@ impl Connection {
                     }
                     if buf.capacity() - buf.len() < 4096 {
                         buf.reserve(64 * 1024);
+                    }
+                }
+                r = synced.changed(), if !self.sync_waiters.is_empty() => {
+                    if r.is_ok() {
+                        self.on_synced();
                     }
                 }
                 _ = self.outbound.drained.notified() => {
@@ -234,11 +243,34 @@ impl Connection {
                 self.close_connection(e, ids);
             }
         }
-        for id in self.confirm_dirty.drain(..) {
-            if let (Some(ch), Some(ctx)) = (self.channels.get_mut(&id), self.ctx.as_ref()) {
-                ch.flush_confirms(ctx);
+        if !self.confirm_dirty.is_empty() {
+            if let Some(ctx) = self.ctx.as_ref() {
+                let synced = ctx.synced_epoch();
+                for id in self.confirm_dirty.drain(..) {
+                    if let Some(ch) = self.channels.get_mut(&id) {
+                        ch.flush_confirms(ctx, synced);
+                        if ch.awaits_sync() && !self.sync_waiters.contains(&id) {
+                            self.sync_waiters.push(id);
+                        }
+                    }
+                }
             }
         }
+        self.outbound.flush();
+    }
+
+    /// The store synced: send the confirms that were waiting for it.
+    fn on_synced(&mut self) {
+        let Some(ctx) = self.ctx.as_ref() else { return };
+        let synced = ctx.synced_epoch();
+        let channels = &mut self.channels;
+        self.sync_waiters.retain(|id| match channels.get_mut(id) {
+            Some(ch) => {
+                ch.flush_confirms(ctx, synced);
+                ch.awaits_sync()
+            }
+            None => false,
+        });
         self.outbound.flush();
     }
 
@@ -461,7 +493,7 @@ impl Connection {
         let ctx = self.ctx.as_ref().expect("open connection has a context");
         if let Some(ch) = self.channels.get_mut(&id) {
             tracing::debug!(conn = %self.info.name, channel = id, "channel error: {}", e.text);
-            ch.flush_confirms(ctx);
+            ch.flush_confirms(ctx, ctx.synced_epoch());
             ch.shutdown(ctx);
             ch.state = ChannelState::Closing;
             self.send(
@@ -610,7 +642,9 @@ impl Connection {
     /// 403 connection.close, others a dropped socket (as the spec and RabbitMQ do).
     fn refuse_login(&mut self, e: AmqpError) -> Result<(), AmqpError> {
         let announced = matches!(
-            self.capabilities.inner().get("authentication_failure_close"),
+            self.capabilities
+                .inner()
+                .get("authentication_failure_close"),
             Some(AMQPValue::Boolean(true))
         );
         if announced {

@@ -54,6 +54,8 @@ pub struct Shared {
     pub connections: ConnectionRegistry,
     /// Coarse clock in seconds since start, ticked by the server.
     pub clock: Arc<AtomicUsize>,
+    /// Changes whenever the store finished a sync round (confirms may go out).
+    pub synced: tokio::sync::watch::Receiver<u64>,
 }
 
 /// A live connection as management sees it.
@@ -141,11 +143,18 @@ impl ConnectionRegistry {
 impl Shared {
     /// Shared state for a server over `broker`.
     pub fn new(broker: Arc<Broker>, config: AmqpConfig) -> Arc<Self> {
+        let (tx, synced) = tokio::sync::watch::channel(0u64);
+        if let Some(storage) = broker.storage() {
+            storage.durability.on_synced(move |epoch| {
+                tx.send_replace(epoch);
+            });
+        }
         let shared = Arc::new(Shared {
             broker,
             config,
             connections: ConnectionRegistry::default(),
             clock: Arc::new(AtomicUsize::new(0)),
+            synced,
         });
         let clock = shared.clock.clone();
         tokio::spawn(async move {

@@ -152,6 +152,17 @@ impl AmqpError {
     }
 }
 
+impl fmt::Display for AmqpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code, self.text)
+    }
+}
+
+impl std::error::Error for AmqpError {}
+
+/// Result type of domain operations.
+pub type Result<T> = std::result::Result<T, AmqpError>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,14 +174,3 @@ mod tests {
         assert!(e.text.starts_with("NOT_FOUND - é"));
     }
 }
-
-impl fmt::Display for AmqpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.code, self.text)
-    }
-}
-
-impl std::error::Error for AmqpError {}
-
-/// Result type of domain operations.
-pub type Result<T> = std::result::Result<T, AmqpError>;

@@ -5,52 +5,78 @@
 pub mod args;
 pub mod auth;
 pub mod consumer;
+pub mod definitions;
 pub mod error;
 pub mod exchange;
+pub mod json;
 pub mod message;
 pub mod queue;
 pub mod queue_args;
 pub mod ready;
+pub mod store;
 pub mod vhost;
 
-use auth::{Access, Permission, User};
+use auth::{Access, HashingAlgorithm, Permission, User};
+use definitions::{
+    BindingDef, Definitions, ExchangeDef, PermissionDef, QueueDef, Tags, UserDef, VHostDef,
+};
 use error::{AmqpError, Result};
-use parking_lot::RwLock;
+use exchange::Destination;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Instant;
-use vhost::VHost;
+use store::Durability;
+use vhost::{ExchangeOptions, QueueOptions, VHost};
 
 pub use amq_protocol;
 
+/// Where durable state lives.
+pub struct Storage {
+    /// The data directory.
+    pub dir: PathBuf,
+    /// Group commit for every queue store.
+    pub durability: Arc<Durability>,
+}
+
 /// The broker's state: vhosts, users and permissions.
 pub struct Broker {
+    me: Weak<Broker>,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     users: RwLock<HashMap<String, User>>,
     permissions: RwLock<HashMap<(String, String), Permission>>,
     next_id: AtomicU64,
-}
-
-impl Default for Broker {
-    fn default() -> Self {
-        Self::new()
-    }
+    storage: Option<Storage>,
+    save_lock: Mutex<()>,
+    restoring: AtomicBool,
+    /// Parameters and policies kept for definitions until their own modules land.
+    pub extra: RwLock<Definitions>,
 }
 
 impl Broker {
-    /// An empty broker (no vhosts, no users).
-    pub fn new() -> Self {
-        Broker {
+    /// An empty in-memory broker (no vhosts, no users, nothing persisted).
+    pub fn new() -> Arc<Self> {
+        Self::build(None)
+    }
+
+    fn build(storage: Option<Storage>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Broker {
+            me: me.clone(),
             vhosts: RwLock::new(HashMap::new()),
             users: RwLock::new(HashMap::new()),
             permissions: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-        }
+            storage,
+            save_lock: Mutex::new(()),
+            restoring: AtomicBool::new(false),
+            extra: RwLock::new(Definitions::default()),
+        })
     }
 
     /// A broker with vhost `/` and user guest/guest with full permissions on it, as RabbitMQ starts.
-    pub fn with_defaults() -> Self {
+    pub fn with_defaults() -> Arc<Self> {
         let b = Self::new();
         b.add_vhost("/");
         b.put_user(User::with_password(
@@ -62,6 +88,375 @@ impl Broker {
         b
     }
 
+    /// Opens the broker persisted in `dir`: restores definitions and every durable
+    /// queue's messages. Returns whether definitions existed (false on first start).
+    pub fn open(dir: &Path) -> std::result::Result<(Arc<Self>, bool), String> {
+        std::fs::create_dir_all(dir.join("queues"))
+            .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+        let durability = Durability::new();
+        durability.spawn();
+        let broker = Self::build(Some(Storage {
+            dir: dir.to_owned(),
+            durability,
+        }));
+        let path = dir.join("definitions.json");
+        let existed = path.exists();
+        if existed {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let defs: Definitions = serde_json::from_str(&text)
+                .map_err(|e| format!("invalid {}: {e}", path.display()))?;
+            broker.restoring.store(true, Ordering::Relaxed);
+            let r = broker.import_definitions(&defs);
+            broker.restoring.store(false, Ordering::Relaxed);
+            r.map_err(|e| format!("cannot restore definitions: {e}"))?;
+        }
+        broker.remove_stale_stores();
+        Ok((broker, existed))
+    }
+
+    /// The durable storage, if this broker persists.
+    pub fn storage(&self) -> Option<&Storage> {
+        self.storage.as_ref()
+    }
+
+    /// Directory of a durable queue's store.
+    pub fn queue_dir(&self, vhost: &str, queue: &str) -> Option<PathBuf> {
+        use sha2::{Digest, Sha256};
+        let storage = self.storage.as_ref()?;
+        let digest = Sha256::new()
+            .chain_update(vhost.as_bytes())
+            .chain_update([0u8])
+            .chain_update(queue.as_bytes())
+            .finalize();
+        let id: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        Some(storage.dir.join("queues").join(id))
+    }
+
+    fn remove_stale_stores(&self) {
+        let Some(storage) = &self.storage else { return };
+        let mut keep = std::collections::HashSet::new();
+        for v in self.vhosts() {
+            for q in v.queues() {
+                if let Some(d) = self.queue_dir(&v.name, &q.name) {
+                    keep.insert(d);
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(storage.dir.join("queues")) {
+            for e in entries.flatten() {
+                if !keep.contains(&e.path()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+
+    /// Saves durable definitions after a change (no-op for in-memory brokers).
+    pub fn definitions_changed(&self) {
+        let Some(storage) = &self.storage else { return };
+        if self.restoring.load(Ordering::Relaxed) {
+            return;
+        }
+        let _guard = self.save_lock.lock();
+        let defs = self.export_definitions(None, true);
+        let text = match serde_json::to_vec_pretty(&defs) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("cannot serialise definitions: {e}");
+                return;
+            }
+        };
+        let path = storage.dir.join("definitions.json");
+        let tmp = storage.dir.join("definitions.json.tmp");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&text)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(&storage.dir)?.sync_all()
+        };
+        if let Err(e) = write() {
+            tracing::error!("cannot save definitions to {}: {e}", path.display());
+        }
+    }
+
+    /// Exports definitions (all vhosts, or one), optionally only durable objects.
+    pub fn export_definitions(&self, only_vhost: Option<&str>, durable_only: bool) -> Definitions {
+        let extra = self.extra.read().clone();
+        let mut d = Definitions {
+            rabbit_version: Some("3.10.8".into()),
+            ferrymq_version: Some(env!("CARGO_PKG_VERSION").into()),
+            ..Default::default()
+        };
+        let want = |v: &str| only_vhost.is_none_or(|o| o == v);
+        if only_vhost.is_none() {
+            let mut users = self.users();
+            users.sort_by(|a, b| a.name.cmp(&b.name));
+            d.users = users
+                .into_iter()
+                .map(|u| UserDef {
+                    name: u.name,
+                    password_hash: u.password_hash,
+                    hashing_algorithm: u.hashing_algorithm.as_str().into(),
+                    tags: Tags::List(u.tags),
+                    limits: serde_json::Value::Null,
+                })
+                .collect();
+            d.global_parameters = extra.global_parameters.clone();
+        }
+        let mut vhosts = self.vhosts();
+        vhosts.sort_by(|a, b| a.name.cmp(&b.name));
+        for v in vhosts.iter().filter(|v| want(&v.name)) {
+            d.vhosts.push(VHostDef {
+                name: v.name.clone(),
+                metadata: serde_json::Value::Null,
+                limits: serde_json::Value::Null,
+            });
+            let mut exchanges = v.exchanges();
+            exchanges.sort_by(|a, b| a.name.cmp(&b.name));
+            for e in &exchanges {
+                if e.name.is_empty() || e.name.starts_with("amq.") || (durable_only && !e.durable) {
+                    continue;
+                }
+                d.exchanges.push(ExchangeDef {
+                    name: e.name.clone(),
+                    vhost: v.name.clone(),
+                    kind: e.kind.as_str().into(),
+                    durable: e.durable,
+                    auto_delete: e.auto_delete,
+                    internal: e.internal,
+                    arguments: json::table_to_json(&e.arguments),
+                });
+            }
+            let mut queues = v.queues();
+            queues.sort_by(|a, b| a.name.cmp(&b.name));
+            for q in &queues {
+                if (durable_only && !q.durable) || q.exclusive_owner.is_some() {
+                    continue;
+                }
+                d.queues.push(QueueDef {
+                    name: q.name.clone(),
+                    vhost: v.name.clone(),
+                    durable: q.durable,
+                    auto_delete: q.auto_delete,
+                    arguments: json::table_to_json(&q.arguments),
+                });
+            }
+            for e in &exchanges {
+                if durable_only && !e.durable {
+                    continue;
+                }
+                for b in e.bindings() {
+                    let dest_durable = match &b.destination {
+                        Destination::Queue(q) => q.durable && q.exclusive_owner.is_none(),
+                        Destination::Exchange(n) => v.exchange(n).is_some_and(|x| x.durable),
+                    };
+                    if durable_only && !dest_durable {
+                        continue;
+                    }
+                    d.bindings.push(BindingDef {
+                        source: e.name.clone(),
+                        vhost: v.name.clone(),
+                        destination: b.destination.name().to_owned(),
+                        destination_type: b.destination.kind().into(),
+                        routing_key: b.routing_key.clone(),
+                        arguments: json::table_to_json(&b.arguments),
+                    });
+                }
+            }
+        }
+        let mut perms = self.permissions();
+        perms.sort_by(|a, b| a.0.cmp(&b.0));
+        for ((vhost, user), p) in perms {
+            if want(&vhost) {
+                d.permissions.push(PermissionDef {
+                    user,
+                    vhost,
+                    configure: p.configure,
+                    write: p.write,
+                    read: p.read,
+                });
+            }
+        }
+        let in_scope =
+            |x: &serde_json::Value| want(x.get("vhost").and_then(|v| v.as_str()).unwrap_or("/"));
+        d.parameters = extra
+            .parameters
+            .iter()
+            .filter(|x| in_scope(x))
+            .cloned()
+            .collect();
+        d.policies = extra
+            .policies
+            .iter()
+            .filter(|x| in_scope(x))
+            .cloned()
+            .collect();
+        d
+    }
+
+    /// Imports definitions: validates everything first, then applies. Idempotent.
+    pub fn import_definitions(&self, d: &Definitions) -> std::result::Result<(), String> {
+        for u in &d.users {
+            if HashingAlgorithm::parse(&u.hashing_algorithm).is_none() {
+                return Err(format!(
+                    "user '{}': unsupported hashing_algorithm '{}'",
+                    u.name, u.hashing_algorithm
+                ));
+            }
+        }
+        let mut perms = Vec::new();
+        for p in &d.permissions {
+            let perm = Permission::new(&p.configure, &p.write, &p.read).map_err(|e| {
+                format!(
+                    "permission of user '{}' in vhost '{}': {e}",
+                    p.user, p.vhost
+                )
+            })?;
+            perms.push((p, perm));
+        }
+        let known_vhost =
+            |name: &str| d.vhosts.iter().any(|v| v.name == name) || self.vhost(name).is_some();
+        for q in &d.queues {
+            if !known_vhost(&q.vhost) {
+                return Err(format!(
+                    "queue '{}': vhost '{}' does not exist",
+                    q.name, q.vhost
+                ));
+            }
+            queue_args::QueueArgs::parse(&json::json_to_table(&q.arguments), &q.name, &q.vhost)
+                .map_err(|e| format!("queue '{}' in vhost '{}': {}", q.name, q.vhost, e.text))?;
+        }
+        for e in &d.exchanges {
+            if !known_vhost(&e.vhost) {
+                return Err(format!(
+                    "exchange '{}': vhost '{}' does not exist",
+                    e.name, e.vhost
+                ));
+            }
+            if exchange::ExchangeKind::parse(&e.kind).is_none() {
+                return Err(format!(
+                    "exchange '{}' in vhost '{}': unknown type '{}'",
+                    e.name, e.vhost, e.kind
+                ));
+            }
+        }
+        for b in &d.bindings {
+            if !matches!(b.destination_type.as_str(), "queue" | "exchange") {
+                return Err(format!(
+                    "binding from '{}' to '{}': bad destination_type '{}'",
+                    b.source, b.destination, b.destination_type
+                ));
+            }
+        }
+        for v in &d.vhosts {
+            self.add_vhost(&v.name);
+        }
+        for u in &d.users {
+            self.put_user(User {
+                name: u.name.clone(),
+                password_hash: u.password_hash.clone(),
+                hashing_algorithm: HashingAlgorithm::parse(&u.hashing_algorithm)
+                    .expect("validated"),
+                tags: u.tags.to_vec(),
+            });
+        }
+        for (p, perm) in perms {
+            self.set_permission(&p.vhost, &p.user, perm);
+        }
+        for e in &d.exchanges {
+            let Some(v) = self.vhost(&e.vhost) else {
+                continue;
+            };
+            let r = v.declare_exchange(
+                &e.name,
+                &e.kind,
+                ExchangeOptions {
+                    passive: false,
+                    durable: e.durable,
+                    auto_delete: e.auto_delete,
+                    internal: e.internal,
+                    arguments: json::json_to_table(&e.arguments),
+                },
+            );
+            if let Err(err) = r {
+                tracing::warn!(
+                    "exchange '{}' in vhost '{}' not imported: {}",
+                    e.name,
+                    e.vhost,
+                    err.text
+                );
+            }
+        }
+        for q in &d.queues {
+            let Some(v) = self.vhost(&q.vhost) else {
+                continue;
+            };
+            let r = v.declare_queue(
+                &q.name,
+                0,
+                QueueOptions {
+                    passive: false,
+                    durable: q.durable,
+                    exclusive: false,
+                    auto_delete: q.auto_delete,
+                    arguments: json::json_to_table(&q.arguments),
+                },
+            );
+            if let Err(err) = r {
+                tracing::warn!(
+                    "queue '{}' in vhost '{}' not imported: {}",
+                    q.name,
+                    q.vhost,
+                    err.text
+                );
+            }
+        }
+        for b in &d.bindings {
+            let Some(v) = self.vhost(&b.vhost) else {
+                continue;
+            };
+            let dest = if b.destination_type == "queue" {
+                match v.queue(&b.destination) {
+                    Some(q) => Destination::Queue(q),
+                    None => continue,
+                }
+            } else {
+                Destination::Exchange(b.destination.clone())
+            };
+            if let Err(err) = v.bind(
+                &b.source,
+                dest,
+                &b.routing_key,
+                json::json_to_table(&b.arguments),
+            ) {
+                tracing::warn!(
+                    "binding from '{}' in vhost '{}' not imported: {}",
+                    b.source,
+                    b.vhost,
+                    err.text
+                );
+            }
+        }
+        {
+            let mut extra = self.extra.write();
+            merge_named(
+                &mut extra.parameters,
+                &d.parameters,
+                &["component", "vhost", "name"],
+            );
+            merge_named(
+                &mut extra.global_parameters,
+                &d.global_parameters,
+                &["name"],
+            );
+            merge_named(&mut extra.policies, &d.policies, &["vhost", "name"]);
+        }
+        self.definitions_changed();
+        Ok(())
+    }
     /// A process-unique id (connections, consumers).
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
@@ -69,11 +464,21 @@ impl Broker {
 
     /// Creates a vhost if missing; returns it.
     pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
-        self.vhosts
-            .write()
-            .entry(name.to_owned())
-            .or_insert_with(|| VHost::new(name))
-            .clone()
+        let (v, created) = {
+            let mut map = self.vhosts.write();
+            match map.get(name) {
+                Some(v) => (v.clone(), false),
+                None => {
+                    let v = VHost::new(name, self.me.clone());
+                    map.insert(name.to_owned(), v.clone());
+                    (v, true)
+                }
+            }
+        };
+        if created {
+            self.definitions_changed();
+        }
+        v
     }
 
     /// Deletes a vhost and everything in it.
@@ -83,6 +488,7 @@ impl Broker {
             v.delete_queue_internal(&q.name);
         }
         self.permissions.write().retain(|(vh, _), _| vh != name);
+        self.definitions_changed();
         Some(v)
     }
 
@@ -99,12 +505,15 @@ impl Broker {
     /// Adds or replaces a user.
     pub fn put_user(&self, user: User) {
         self.users.write().insert(user.name.clone(), user);
+        self.definitions_changed();
     }
 
     /// Deletes a user and their permissions.
     pub fn delete_user(&self, name: &str) -> Option<User> {
         self.permissions.write().retain(|(_, u), _| u != name);
-        self.users.write().remove(name)
+        let u = self.users.write().remove(name);
+        self.definitions_changed();
+        u
     }
 
     /// Looks up a user.
@@ -127,13 +536,17 @@ impl Broker {
         self.permissions
             .write()
             .insert((vhost.to_owned(), user.to_owned()), p);
+        self.definitions_changed();
     }
 
     /// Removes a user's permissions in a vhost.
     pub fn clear_permission(&self, vhost: &str, user: &str) -> Option<Permission> {
-        self.permissions
+        let p = self
+            .permissions
             .write()
-            .remove(&(vhost.to_owned(), user.to_owned()))
+            .remove(&(vhost.to_owned(), user.to_owned()));
+        self.definitions_changed();
+        p
     }
 
     /// A user's permissions in a vhost.
@@ -187,6 +600,17 @@ impl Broker {
         let now = Instant::now();
         for v in self.vhosts() {
             v.tick(now);
+        }
+    }
+}
+
+/// Replaces entries of `into` that have the same key fields as an entry of `from`, adds the rest.
+fn merge_named(into: &mut Vec<serde_json::Value>, from: &[serde_json::Value], keys: &[&str]) {
+    for item in from {
+        let same = |x: &serde_json::Value| keys.iter().all(|k| x.get(*k) == item.get(*k));
+        match into.iter_mut().find(|x| same(x)) {
+            Some(slot) => *slot = item.clone(),
+            None => into.push(item.clone()),
         }
     }
 }

@@ -92,4 +92,6 @@ pub struct QueuedMessage {
     pub expires_at: Option<Instant>,
     /// How many times this queue delivered the message (for x-delivery-count style limits).
     pub delivery_count: u32,
+    /// Where the queue's store keeps it, if the queue is durable.
+    pub loc: Option<crate::store::Loc>,
 }

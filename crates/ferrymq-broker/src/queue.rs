@@ -9,6 +9,7 @@ use crate::error::{AmqpError, Result};
 use crate::message::{Message, QueuedMessage};
 use crate::queue_args::{Overflow, QueueArgs};
 use crate::ready::ReadyList;
+use crate::store::{QueueStore, RecoveredMessage};
 use crate::vhost::VHost;
 use amq_protocol::types::FieldTable;
 use parking_lot::Mutex;
@@ -81,6 +82,7 @@ pub struct Queue {
     pub args: QueueArgs,
     /// Counters.
     pub stats: QueueStats,
+    store: Option<QueueStore>,
     state: Mutex<QueueState>,
     deleted: AtomicBool,
 }
@@ -94,8 +96,9 @@ impl std::fmt::Debug for Queue {
 /// What happened to a published message in one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
-    /// The queue took it.
-    Accepted,
+    /// The queue took it; it is durable once the store's synced epoch reaches
+    /// the value (0: nothing to wait for).
+    Accepted(u64),
     /// The queue refused it (`x-overflow: reject-publish`).
     Refused,
 }
@@ -111,8 +114,10 @@ impl Queue {
         auto_delete: bool,
         arguments: FieldTable,
         args: QueueArgs,
+        store: Option<QueueStore>,
     ) -> Self {
         Queue {
+            store,
             vhost_name: vhost.name.clone(),
             vhost: Arc::downgrade(vhost),
             name,
@@ -178,7 +183,7 @@ impl Queue {
     /// Enqueues a published message and delivers what it can.
     pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Enqueued {
         if self.is_deleted() {
-            return Enqueued::Accepted;
+            return Enqueued::Accepted(0);
         }
         let mut s = self.state.lock();
         if let Some(refused) = self.make_room(&mut s, message.size() as u64) {
@@ -190,6 +195,7 @@ impl Queue {
                     seq,
                     redelivered: false,
                     delivery_count: 0,
+                    loc: None,
                 };
                 s.dead.push((qm, DeadReason::MaxLen));
                 self.finish(s);
@@ -198,18 +204,55 @@ impl Queue {
         }
         let seq = s.next_seq;
         s.next_seq += 1;
+        let (loc, epoch) = match &self.store {
+            Some(store) => match store.append(&message) {
+                Ok((loc, epoch)) => (Some(loc), if message.is_persistent() { epoch } else { 0 }),
+                Err(e) => {
+                    // The publisher must not get a confirm for a message we could not store.
+                    tracing::error!(queue = %self.name, "store append failed: {e}");
+                    return Enqueued::Refused;
+                }
+            },
+            None => (None, 0),
+        };
         let qm = QueuedMessage {
             expires_at: self.expiry_for(&message),
             message,
             seq,
             redelivered: false,
             delivery_count: 0,
+            loc,
         };
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         s.ready.push(qm);
         self.dispatch_locked(&mut s);
         self.finish(s);
-        Enqueued::Accepted
+        Enqueued::Accepted(epoch)
+    }
+
+    /// Puts messages recovered from the store back, in order (at start-up).
+    pub fn restore(&self, recovered: Vec<RecoveredMessage>) {
+        let mut s = self.state.lock();
+        for r in recovered {
+            let seq = s.next_seq;
+            s.next_seq += 1;
+            let message = Arc::new(r.message);
+            s.ready.push(QueuedMessage {
+                expires_at: self.expiry_for(&message),
+                message,
+                seq,
+                redelivered: r.delivered,
+                delivery_count: 0,
+                loc: Some(r.loc),
+            });
+        }
+    }
+
+    /// Tells the store that a message left the queue for good.
+    fn forget(&self, m: &QueuedMessage) {
+        if let (Some(store), Some(loc)) = (&self.store, m.loc) {
+            store.ack(loc);
+        }
     }
 
     /// Applies the length limits before a new message of `size` bytes goes in.
@@ -249,6 +292,9 @@ impl Queue {
         }
         let dead = std::mem::take(&mut s.dead);
         drop(s);
+        for (m, _) in &dead {
+            self.forget(m);
+        }
         if let Some(vhost) = self.vhost.upgrade() {
             vhost.dead_letter(self, dead);
         }
@@ -281,6 +327,11 @@ impl Queue {
             if !consumer.no_ack {
                 consumer.unacked.fetch_add(1, Ordering::Relaxed);
                 s.unacked += 1;
+                if let (Some(store), Some(loc)) = (&self.store, m.loc) {
+                    store.delivered(loc);
+                }
+            } else {
+                self.forget(&m);
             }
             consumer.sink.deliver(self, &consumer, m);
         }
@@ -351,6 +402,11 @@ impl Queue {
             m.delivery_count += 1;
             if ack_required {
                 s.unacked += 1;
+                if let (Some(store), Some(loc)) = (&self.store, m.loc) {
+                    store.delivered(loc);
+                }
+            } else {
+                self.forget(&m);
             }
             self.stats.delivered.fetch_add(1, Ordering::Relaxed);
             (m, s.ready.len() as u32)
@@ -359,8 +415,12 @@ impl Queue {
         got
     }
 
-    /// Acknowledges `n` unacked messages and refills consumers.
-    pub fn ack(self: &Arc<Self>, n: usize) {
+    /// Acknowledges unacked messages and refills consumers.
+    pub fn ack(self: &Arc<Self>, messages: &[QueuedMessage]) {
+        let n = messages.len();
+        for m in messages {
+            self.forget(m);
+        }
         self.stats.acked.fetch_add(n as u64, Ordering::Relaxed);
         let mut s = self.state.lock();
         s.unacked = s.unacked.saturating_sub(n);
@@ -440,8 +500,11 @@ impl Queue {
 
     /// Removes every ready message; returns how many.
     pub fn purge(&self) -> usize {
-        let mut s = self.state.lock();
-        s.ready.drain().len()
+        let drained = self.state.lock().ready.drain();
+        for m in &drained {
+            self.forget(m);
+        }
+        drained.len()
     }
 
     /// Marks the queue deleted, cancels its consumers and drops its messages.
@@ -456,7 +519,15 @@ impl Queue {
         for c in consumers {
             c.sink.cancelled(&c);
         }
+        if let Some(store) = &self.store {
+            store.destroy();
+        }
         count
+    }
+
+    /// Whether the queue keeps its messages in a store.
+    pub fn is_stored(&self) -> bool {
+        self.store.is_some()
     }
 
     /// Periodic work: expires messages by TTL; returns true when `x-expires` says the

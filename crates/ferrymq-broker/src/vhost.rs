@@ -10,7 +10,7 @@ use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable};
 use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Queue name prefix of direct reply-to pseudo queues.
@@ -23,12 +23,15 @@ pub struct PublishOutcome {
     pub delivered_to: usize,
     /// Some queue refused it (`x-overflow: reject-publish`): the publisher gets a nack.
     pub refused: bool,
+    /// The message is on disk once the durability epoch reaches this (0: no wait).
+    pub epoch: u64,
 }
 
 /// A virtual host.
 pub struct VHost {
     /// Vhost name.
     pub name: String,
+    broker: Weak<crate::Broker>,
     exchanges: RwLock<HashMap<String, Arc<Exchange>>>,
     queues: RwLock<HashMap<String, Arc<Queue>>>,
     reply_to: RwLock<HashMap<String, Arc<Queue>>>,
@@ -66,9 +69,10 @@ pub struct ExchangeOptions {
 
 impl VHost {
     /// A vhost with the default and `amq.*` exchanges.
-    pub fn new(name: &str) -> Arc<Self> {
+    pub fn new(name: &str, broker: Weak<crate::Broker>) -> Arc<Self> {
         let vhost = Arc::new(VHost {
             name: name.to_owned(),
+            broker,
             exchanges: RwLock::new(HashMap::new()),
             queues: RwLock::new(HashMap::new()),
             reply_to: RwLock::new(HashMap::new()),
@@ -98,6 +102,15 @@ impl VHost {
             }
         }
         vhost
+    }
+
+    /// Persists definitions when a durable object changed.
+    fn durable_changed(&self, durable: bool) {
+        if durable {
+            if let Some(b) = self.broker.upgrade() {
+                b.definitions_changed();
+            }
+        }
     }
 
     fn no_exchange(&self, name: &str) -> AmqpError {
@@ -210,8 +223,9 @@ impl VHost {
                 self.name
             ))
         })?;
-        let mut map = self.exchanges.write();
-        let ex = map
+        let ex = self
+            .exchanges
+            .write()
             .entry(name.to_owned())
             .or_insert_with(|| {
                 Arc::new(Exchange::new(
@@ -224,6 +238,7 @@ impl VHost {
                 ))
             })
             .clone();
+        self.durable_changed(ex.durable);
         Ok(ex)
     }
 
@@ -243,6 +258,7 @@ impl VHost {
         }
         self.exchanges.write().remove(name);
         ex.mark_deleted();
+        self.durable_changed(ex.durable);
         // Bindings that lead to the deleted exchange go too.
         let dest = Destination::Exchange(name.to_owned());
         for other in self.exchanges() {
@@ -283,20 +299,60 @@ impl VHost {
                 return Err(self.no_exchange(dlx));
             }
         }
-        let mut map = self.queues.write();
-        if let Some(existing) = map.get(name) {
-            return Ok((existing.clone(), false));
-        }
-        let q = Arc::new(Queue::new(
-            name.to_owned(),
-            self,
-            opts.durable,
-            opts.exclusive.then_some(owner),
-            opts.auto_delete,
-            opts.arguments,
-            args,
-        ));
-        map.insert(name.to_owned(), q.clone());
+        // Durable queues keep their messages in a store under the data dir.
+        let mut recovered = Vec::new();
+        let store = match self.broker.upgrade() {
+            Some(b) if opts.durable && !opts.exclusive => {
+                match (b.queue_dir(&self.name, name), b.storage()) {
+                    (Some(dir), Some(storage)) => {
+                        let opened =
+                            crate::store::QueueStore::open(dir, storage.durability.clone())
+                                .map_err(|e| {
+                                    AmqpError::internal(format!(
+                                        "cannot open store of queue '{name}': {e}"
+                                    ))
+                                })?;
+                        let (store, messages, report) = opened;
+                        if report.truncated_bytes > 0 {
+                            tracing::warn!(
+                                queue = name,
+                                vhost = %self.name,
+                                "store recovery cut {} damaged bytes in segments {:?}",
+                                report.truncated_bytes,
+                                report.damaged_segments
+                            );
+                        }
+                        if report.messages > 0 {
+                            tracing::info!(queue = name, vhost = %self.name, "recovered {} messages", report.messages);
+                        }
+                        recovered = messages;
+                        Some(store)
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let q = {
+            let mut map = self.queues.write();
+            if let Some(existing) = map.get(name) {
+                return Ok((existing.clone(), false));
+            }
+            let q = Arc::new(Queue::new(
+                name.to_owned(),
+                self,
+                opts.durable,
+                opts.exclusive.then_some(owner),
+                opts.auto_delete,
+                opts.arguments,
+                args,
+                store,
+            ));
+            map.insert(name.to_owned(), q.clone());
+            q
+        };
+        q.restore(recovered);
+        self.durable_changed(q.durable);
         Ok((q, true))
     }
 
@@ -387,7 +443,9 @@ impl VHost {
                 self.auto_delete_exchange(&ex);
             }
         }
-        Some(q.delete())
+        let n = q.delete();
+        self.durable_changed(q.durable);
+        Some(n)
     }
 
     /// Deletes the exclusive queues of a closed connection.
@@ -419,11 +477,14 @@ impl VHost {
             )));
         }
         let ex = self.require_exchange(source)?;
-        ex.bind(Binding {
+        let durable = ex.durable;
+        if ex.bind(Binding {
             destination,
             routing_key: routing_key.to_owned(),
             arguments,
-        });
+        }) {
+            self.durable_changed(durable);
+        }
         Ok(())
     }
 
@@ -442,11 +503,13 @@ impl VHost {
             )));
         }
         let ex = self.require_exchange(source)?;
-        ex.unbind(&Binding {
+        if ex.unbind(&Binding {
             destination,
             routing_key: routing_key.to_owned(),
             arguments,
-        });
+        }) {
+            self.durable_changed(ex.durable);
+        }
         self.auto_delete_exchange(&ex);
         Ok(())
     }
@@ -558,7 +621,10 @@ impl VHost {
         let message = Arc::new(message);
         for q in targets.iter() {
             match q.publish(message.clone()) {
-                Enqueued::Accepted => outcome.delivered_to += 1,
+                Enqueued::Accepted(epoch) => {
+                    outcome.delivered_to += 1;
+                    outcome.epoch = outcome.epoch.max(epoch);
+                }
                 Enqueued::Refused => outcome.refused = true,
             }
         }
@@ -620,6 +686,7 @@ impl VHost {
             false,
             FieldTable::default(),
             QueueArgs::default(),
+            None,
         ));
         self.reply_to.write().insert(name, q.clone());
         q

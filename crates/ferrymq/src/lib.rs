@@ -33,6 +33,11 @@ impl Running {
         for t in self.tasks {
             t.abort();
         }
+        if let Some(storage) = self.broker.storage() {
+            // A last group commit so nothing written stays only in buffers.
+            storage.durability.sync_now();
+            storage.durability.stop();
+        }
     }
 }
 
@@ -70,20 +75,22 @@ fn bind_v6_only(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Creates the broker state and binds every listener of `cfg`.
 pub async fn start(cfg: &Config) -> Result<Running, String> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| format!("cannot create data dir {}: {e}", cfg.data_dir.display()))?;
-    let broker = Arc::new(Broker::new());
-    broker.add_vhost(&cfg.default_vhost);
-    broker.put_user(ferrymq_broker::auth::User::with_password(
-        &cfg.default_user,
-        &cfg.default_pass,
-        vec!["administrator".into()],
-    ));
-    broker.set_permission(
-        &cfg.default_vhost,
-        &cfg.default_user,
-        ferrymq_broker::auth::Permission::all(),
-    );
+    let (broker, existed) = Broker::open(&cfg.data_dir)?;
+    if !existed {
+        // First start: RabbitMQ's defaults (vhost `/`, an administrator with full access).
+        broker.add_vhost(&cfg.default_vhost);
+        broker.put_user(ferrymq_broker::auth::User::with_password(
+            &cfg.default_user,
+            &cfg.default_pass,
+            vec!["administrator".into()],
+        ));
+        broker.set_permission(
+            &cfg.default_vhost,
+            &cfg.default_user,
+            ferrymq_broker::auth::Permission::all(),
+        );
+    }
+    tracing::info!("data directory {}", cfg.data_dir.display());
 
     let shared = Shared::new(
         broker.clone(),

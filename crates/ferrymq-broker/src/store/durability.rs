@@ -1,0 +1,144 @@
+//! Group commit: one thread flushes and fsyncs every store written since the
+//! last round, then announces the epoch that is now on disk.
+//!
+//! A writer labels its write with the current epoch (read under the same lock
+//! that registers its store as dirty). The syncer bumps the epoch and takes the
+//! dirty list in one critical section, so every write labelled `e` is flushed
+//! by the round that announces `e`.
+
+use super::queue_store::StoreShared;
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+type Listener = Box<dyn Fn(u64) + Send + Sync>;
+
+struct State {
+    epoch: u64,
+    dirty: Vec<Arc<StoreShared>>,
+    stop: bool,
+}
+
+/// The shared durability point of all stores.
+pub struct Durability {
+    state: Mutex<State>,
+    wake: Condvar,
+    synced: AtomicU64,
+    listeners: RwLock<Vec<Listener>>,
+    rounds: AtomicU64,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability {
+            state: Mutex::new(State {
+                epoch: 1,
+                dirty: Vec::new(),
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            synced: AtomicU64::new(0),
+            listeners: RwLock::new(Vec::new()),
+            rounds: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Durability {
+    /// A new durability point; call [`Durability::spawn`] to start syncing.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Registers a store written to; returns the epoch the write belongs to.
+    /// Called while holding the store's writer lock.
+    pub(super) fn written(&self, store: &Arc<StoreShared>, already_dirty: bool) -> u64 {
+        let mut st = self.state.lock();
+        if !already_dirty {
+            st.dirty.push(store.clone());
+            self.wake.notify_one();
+        }
+        st.epoch
+    }
+
+    /// The highest epoch whose writes are on disk.
+    pub fn synced_epoch(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Number of completed sync rounds (fsync batches), for metrics.
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
+    /// Calls `f(epoch)` after every round (e.g. to wake connections waiting for confirms).
+    pub fn on_synced(&self, f: impl Fn(u64) + Send + Sync + 'static) {
+        self.listeners.write().push(Box::new(f));
+    }
+
+    /// Starts the sync thread.
+    pub fn spawn(self: &Arc<Self>) -> std::thread::JoinHandle<()> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("ferrymq-sync".into())
+            .spawn(move || me.run())
+            .expect("spawn sync thread")
+    }
+
+    /// Stops the sync thread after a final round.
+    pub fn stop(&self) {
+        self.state.lock().stop = true;
+        self.wake.notify_one();
+    }
+
+    /// Runs one round now (tests and shutdown).
+    pub fn sync_now(&self) {
+        let (epoch, dirty) = {
+            let mut st = self.state.lock();
+            let e = st.epoch;
+            st.epoch += 1;
+            (e, std::mem::take(&mut st.dirty))
+        };
+        self.round(epoch, dirty);
+    }
+
+    fn run(&self) {
+        loop {
+            let (epoch, dirty, stop) = {
+                let mut st = self.state.lock();
+                while st.dirty.is_empty() && !st.stop {
+                    self.wake.wait(&mut st);
+                }
+                let e = st.epoch;
+                st.epoch += 1;
+                (e, std::mem::take(&mut st.dirty), st.stop)
+            };
+            self.round(epoch, dirty);
+            if stop {
+                return;
+            }
+        }
+    }
+
+    fn round(&self, epoch: u64, dirty: Vec<Arc<StoreShared>>) {
+        let mut files = Vec::new();
+        for store in &dirty {
+            match store.flush() {
+                Ok(f) => files.extend(f),
+                Err(e) => tracing::error!("flushing {}: {e}", store.dir.display()),
+            }
+        }
+        for f in files {
+            if let Err(e) = f.sync_data() {
+                // Announcing the epoch anyway would confirm data that may not be on disk.
+                tracing::error!("fsync failed: {e}; confirms stay pending");
+                return;
+            }
+        }
+        self.synced.store(epoch, Ordering::Release);
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+        for l in self.listeners.read().iter() {
+            l(epoch);
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The on-disk record of one message.
+//!
+//! `u32 len | u32 crc32c(payload) | payload`, where the payload is
+//! `u8 flags | u64 received_ms | u8 len, exchange | u8 len, routing key |
+//! u32 len, encoded properties | body`.
+
+use crate::message::Message;
+use amq_protocol::protocol::basic::parse_properties;
+use bytes::Bytes;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where a record lives: segment number and byte offset of its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Loc {
+    /// Segment number.
+    pub segment: u32,
+    /// Offset of the record header within the segment.
+    pub offset: u32,
+}
+
+/// Bytes before the payload.
+pub const HEADER: usize = 8;
+const PERSISTENT: u8 = 1;
+
+/// Appends the record of `m` to `buf`.
+pub fn encode(buf: &mut Vec<u8>, m: &Message) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER]);
+    let flags = if m.is_persistent() { PERSISTENT } else { 0 };
+    buf.push(flags);
+    let age = m.received_at.elapsed();
+    let received_ms = SystemTime::now()
+        .checked_sub(age)
+        .unwrap_or(UNIX_EPOCH)
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    buf.extend_from_slice(&received_ms.to_be_bytes());
+    let ex = &m.exchange.as_bytes()[..m.exchange.len().min(255)];
+    buf.push(ex.len() as u8);
+    buf.extend_from_slice(ex);
+    let rk = &m.routing_key.as_bytes()[..m.routing_key.len().min(255)];
+    buf.push(rk.len() as u8);
+    buf.extend_from_slice(rk);
+    buf.extend_from_slice(&(m.raw_properties.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&m.raw_properties);
+    buf.extend_from_slice(&m.body);
+    let payload_len = (buf.len() - start - HEADER) as u32;
+    let crc = crc32c::crc32c(&buf[start + HEADER..]);
+    buf[start..start + 4].copy_from_slice(&payload_len.to_be_bytes());
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Size of the record `encode` writes for `m`.
+pub fn encoded_len(m: &Message) -> usize {
+    HEADER
+        + 1
+        + 8
+        + 1
+        + m.exchange.len().min(255)
+        + 1
+        + m.routing_key.len().min(255)
+        + 4
+        + m.raw_properties.len()
+        + m.body.len()
+}
+
+/// Result of reading one record.
+pub enum Read {
+    /// A valid record and its total length.
+    Record(Box<Message>, bool, usize),
+    /// Not enough bytes for a whole record: a torn tail.
+    Truncated,
+    /// The checksum or the layout does not match: corruption.
+    Corrupt,
+}
+
+/// Decodes the record at the start of `data`.
+pub fn decode(data: &[u8]) -> Read {
+    if data.len() < HEADER {
+        return Read::Truncated;
+    }
+    let len = u32::from_be_bytes(data[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_be_bytes(data[4..8].try_into().expect("4 bytes"));
+    if data.len() < HEADER + len {
+        return Read::Truncated;
+    }
+    let payload = &data[HEADER..HEADER + len];
+    if crc32c::crc32c(payload) != crc {
+        return Read::Corrupt;
+    }
+    match decode_payload(payload) {
+        Some((m, persistent)) => Read::Record(Box::new(m), persistent, HEADER + len),
+        None => Read::Corrupt,
+    }
+}
+
+fn decode_payload(p: &[u8]) -> Option<(Message, bool)> {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let s = p.get(at..at + n)?;
+        at += n;
+        Some(s)
+    };
+    let flags = take(1)?[0];
+    let received_ms = u64::from_be_bytes(take(8)?.try_into().ok()?);
+    let exlen = take(1)?[0] as usize;
+    let exchange = String::from_utf8(take(exlen)?.to_vec()).ok()?;
+    let rklen = take(1)?[0] as usize;
+    let routing_key = String::from_utf8(take(rklen)?.to_vec()).ok()?;
+    let plen = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+    let raw = take(plen)?.to_vec();
+    let body = p.get(at..)?.to_vec();
+    let (rest, properties) = parse_properties(&raw[..]).ok()?;
+    if !rest.is_empty() {
+        return None;
+    }
+    // Re-anchor the receive time on this process's monotonic clock so TTLs keep counting.
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let age = Duration::from_millis(now_ms.saturating_sub(received_ms));
+    let received_at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+    Some((
+        Message {
+            exchange,
+            routing_key,
+            properties,
+            raw_properties: Bytes::from(raw),
+            body: Bytes::from(body),
+            received_at,
+        },
+        flags & PERSISTENT != 0,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::protocol::basic::AMQPProperties;
+
+    #[test]
+    fn roundtrip_and_corruption() {
+        let m = Message::new(
+            "ex".into(),
+            "rk".into(),
+            AMQPProperties::default().with_delivery_mode(2),
+            Bytes::from_static(b"body"),
+        );
+        let mut buf = Vec::new();
+        encode(&mut buf, &m);
+        assert_eq!(buf.len(), encoded_len(&m));
+        match decode(&buf) {
+            Read::Record(d, persistent, n) => {
+                assert!(persistent);
+                assert_eq!(n, buf.len());
+                assert_eq!(
+                    (d.exchange.as_str(), d.routing_key.as_str(), &d.body[..]),
+                    ("ex", "rk", &b"body"[..])
+                );
+                assert_eq!(d.properties, m.properties);
+            }
+            _ => panic!("valid record"),
+        }
+        assert!(matches!(decode(&buf[..buf.len() - 1]), Read::Truncated));
+        let mut flipped = buf.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x40;
+        assert!(matches!(decode(&flipped), Read::Corrupt));
+    }
+}
