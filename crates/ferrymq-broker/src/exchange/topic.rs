@@ -15,10 +15,15 @@ pub(super) struct TopicTrie {
     destinations: Vec<Destination>,
 }
 
+/// The words of a key or pattern; the empty string has none (as in RabbitMQ).
+fn words_of(s: &str) -> impl Iterator<Item = &str> {
+    s.split('.').filter(move |_| !s.is_empty())
+}
+
 impl TopicTrie {
     pub(super) fn add(&mut self, pattern: &str, dest: Destination) {
         let mut node = self;
-        for word in pattern.split('.') {
+        for word in words_of(pattern) {
             node = match word {
                 "*" => node.star.get_or_insert_with(Default::default),
                 "#" => node.hash.get_or_insert_with(Default::default),
@@ -29,7 +34,7 @@ impl TopicTrie {
     }
 
     pub(super) fn remove(&mut self, pattern: &str, dest: &Destination) {
-        let words: Vec<&str> = pattern.split('.').collect();
+        let words: Vec<&str> = words_of(pattern).collect();
         self.remove_at(&words, dest);
     }
 
@@ -74,11 +79,7 @@ impl TopicTrie {
     }
 
     pub(super) fn route(&self, key: &str, f: &mut dyn FnMut(&Destination)) {
-        let words: Vec<&str> = if key.is_empty() {
-            vec![""]
-        } else {
-            key.split('.').collect()
-        };
+        let words: Vec<&str> = words_of(key).collect();
         // A destination reached through several paths is reported once per path;
         // the caller de-duplicates queues anyway.
         self.walk(&words, f);
