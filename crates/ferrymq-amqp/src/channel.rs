@@ -735,9 +735,10 @@ impl Channel {
         }
     }
 
-    /// Whether confirms wait for the store.
+    /// Whether confirms wait for the store (anything left after a flush waits for it,
+    /// including transient messages queued behind persistent ones).
     pub fn awaits_sync(&self) -> bool {
-        self.confirms.back().is_some_and(|c| c.1 > 0)
+        !self.confirms.is_empty()
     }
 
     /// Sends the confirms whose messages are safe (durability epoch `synced`

@@ -8,7 +8,7 @@ use crate::consumer::Consumer;
 use crate::error::{AmqpError, Result};
 use crate::message::{Message, QueuedMessage};
 use crate::queue_args::{Overflow, QueueArgs};
-use crate::ready::ReadyList;
+use crate::ready::{self, ReadyList};
 use crate::store::{QueueStore, RecoveredMessage};
 use crate::vhost::VHost;
 use amq_protocol::types::FieldTable;
@@ -16,6 +16,11 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+
+/// In-memory messages a stored queue keeps before it pages the rest out.
+pub const PAGE_AFTER: usize = 8192;
+/// Messages read back per refill of a paged queue.
+const REFILL_BATCH: usize = 1024;
 
 /// Why a message left a queue without being acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +121,7 @@ impl Queue {
         args: QueueArgs,
         store: Option<QueueStore>,
     ) -> Self {
+        let page_after = if store.is_some() { PAGE_AFTER } else { 0 };
         Queue {
             store,
             vhost_name: vhost.name.clone(),
@@ -125,7 +131,7 @@ impl Queue {
             exclusive_owner,
             auto_delete,
             state: Mutex::new(QueueState {
-                ready: ReadyList::new(args.max_priority),
+                ready: ReadyList::new(args.max_priority, page_after),
                 unacked: 0,
                 consumers: Vec::new(),
                 round_robin: 0,
@@ -202,8 +208,6 @@ impl Queue {
             }
             return Enqueued::Refused;
         }
-        let seq = s.next_seq;
-        s.next_seq += 1;
         let (loc, epoch) = match &self.store {
             Some(store) => match store.append(&message) {
                 Ok((loc, epoch)) => (Some(loc), if message.is_persistent() { epoch } else { 0 }),
@@ -214,6 +218,13 @@ impl Queue {
                 }
             },
             None => (None, 0),
+        };
+        let seq = match loc {
+            Some(l) => ready::seq_of(l),
+            None => {
+                s.next_seq += 1;
+                s.next_seq
+            }
         };
         let qm = QueuedMessage {
             expires_at: self.expiry_for(&message),
@@ -230,21 +241,49 @@ impl Queue {
         Enqueued::Accepted(epoch)
     }
 
-    /// Puts messages recovered from the store back, in order (at start-up).
-    pub fn restore(&self, recovered: Vec<RecoveredMessage>) {
+    /// Puts messages recovered from the store back, in order (at start-up). They stay
+    /// on disk as references until the queue reads them back.
+    pub fn restore(self: &Arc<Self>, recovered: Vec<RecoveredMessage>) {
         let mut s = self.state.lock();
         for r in recovered {
-            let seq = s.next_seq;
-            s.next_seq += 1;
-            let message = Arc::new(r.message);
-            s.ready.push(QueuedMessage {
-                expires_at: self.expiry_for(&message),
-                message,
-                seq,
-                redelivered: r.delivered,
-                delivery_count: 0,
-                loc: Some(r.loc),
-            });
+            s.ready.push_paged(ready::pack(r.loc, r.delivered), r.size);
+        }
+        if self.args.max_priority.is_some() {
+            // Priority queues keep everything in memory, in their lanes.
+            while s.ready.needs_refill() {
+                self.refill(&mut s);
+            }
+        }
+    }
+
+    /// Reads paged messages back into memory when the in-memory part ran dry.
+    fn refill(&self, s: &mut QueueState) {
+        if !s.ready.needs_refill() {
+            return;
+        }
+        let Some(store) = &self.store else { return };
+        let refs = s.ready.take_paged(REFILL_BATCH);
+        let locs: Vec<_> = refs.iter().map(|r| ready::unpack(*r).0).collect();
+        for (r, read) in refs.iter().zip(store.read_batch(&locs)) {
+            let (loc, redelivered) = ready::unpack(*r);
+            match read {
+                Ok(m) => {
+                    let message = Arc::new(m);
+                    s.ready.push_refilled(QueuedMessage {
+                        expires_at: self.expiry_for(&message),
+                        message,
+                        seq: ready::seq_of(loc),
+                        redelivered,
+                        delivery_count: 0,
+                        loc: Some(loc),
+                    });
+                }
+                Err(e) => {
+                    // Losing it silently would be worse than the log line: say what went.
+                    tracing::error!(queue = %self.name, "cannot read stored message {loc:?}: {e}; dropped");
+                    store.ack(loc);
+                }
+            }
         }
     }
 
@@ -273,7 +312,7 @@ impl Queue {
         match self.args.overflow {
             Overflow::DropHead => {
                 while over(s) {
-                    match s.ready.pop_oldest() {
+                    match self.pop_oldest(s) {
                         Some(m) => s.dead.push((m, DeadReason::MaxLen)),
                         // Nothing left to drop: a limit of 0 or a message bigger than the byte limit.
                         None => break,
@@ -283,6 +322,11 @@ impl Queue {
             }
             mode => Some(mode),
         }
+    }
+
+    fn pop_oldest(&self, s: &mut QueueState) -> Option<QueuedMessage> {
+        self.refill(s);
+        s.ready.pop_oldest()
     }
 
     /// Unlocks, then dead-letters what the locked work set aside.
@@ -306,7 +350,9 @@ impl Queue {
             return;
         }
         let mut now: Option<Instant> = None;
-        while let Some(head) = s.ready.peek() {
+        loop {
+            self.refill(s);
+            let Some(head) = s.ready.peek() else { break };
             if let Some(at) = head.expires_at {
                 let n = *now.get_or_insert_with(Instant::now);
                 if at <= n {
@@ -397,7 +443,9 @@ impl Queue {
         let mut s = self.state.lock();
         s.last_used = Instant::now();
         let now = Instant::now();
+        self.refill(&mut s);
         self.expire_head(&mut s, now);
+        self.refill(&mut s);
         let got = s.ready.pop().map(|mut m| {
             m.delivery_count += 1;
             if ack_required {
@@ -500,11 +548,16 @@ impl Queue {
 
     /// Removes every ready message; returns how many.
     pub fn purge(&self) -> usize {
-        let drained = self.state.lock().ready.drain();
+        let (drained, paged) = self.state.lock().ready.drain();
         for m in &drained {
             self.forget(m);
         }
-        drained.len()
+        if let Some(store) = &self.store {
+            for r in &paged {
+                store.ack(ready::unpack(*r).0);
+            }
+        }
+        drained.len() + paged.len()
     }
 
     /// Marks the queue deleted, cancels its consumers and drops its messages.
@@ -513,7 +566,8 @@ impl Queue {
         self.deleted.store(true, Ordering::Release);
         let (consumers, count) = {
             let mut s = self.state.lock();
-            let count = s.ready.drain().len();
+            let (mem, paged) = s.ready.drain();
+            let count = mem.len() + paged.len();
             (std::mem::take(&mut s.consumers), count)
         };
         for c in consumers {

@@ -67,12 +67,52 @@ pub fn encoded_len(m: &Message) -> usize {
 
 /// Result of reading one record.
 pub enum Read {
-    /// A valid record and its total length.
-    Record(Box<Message>, bool, usize),
+    /// A valid record.
+    Record(Box<Message>),
     /// Not enough bytes for a whole record: a torn tail.
     Truncated,
     /// The checksum or the layout does not match: corruption.
     Corrupt,
+}
+
+/// What a recovery scan learns about a record without decoding it.
+pub enum Scan {
+    /// A valid record: persistent flag, body size, total record length.
+    Record(bool, u64, usize),
+    /// Not enough bytes for a whole record: a torn tail.
+    Truncated,
+    /// The checksum or the layout does not match: corruption.
+    Corrupt,
+}
+
+/// Checks the record at the start of `data` (CRC and layout) without allocating.
+pub fn scan(data: &[u8]) -> Scan {
+    if data.len() < HEADER {
+        return Scan::Truncated;
+    }
+    let len = u32::from_be_bytes(data[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_be_bytes(data[4..8].try_into().expect("4 bytes"));
+    if data.len() < HEADER + len {
+        return Scan::Truncated;
+    }
+    let p = &data[HEADER..HEADER + len];
+    if crc32c::crc32c(p) != crc {
+        return Scan::Corrupt;
+    }
+    let fixed = || -> Option<(bool, u64)> {
+        let flags = *p.first()?;
+        let mut at = 9usize;
+        at += 1 + *p.get(at)? as usize;
+        at += 1 + *p.get(at)? as usize;
+        let plen = u32::from_be_bytes(p.get(at..at + 4)?.try_into().ok()?) as usize;
+        at += 4 + plen;
+        let body = p.len().checked_sub(at)?;
+        Some((flags & PERSISTENT != 0, body as u64))
+    };
+    match fixed() {
+        Some((persistent, size)) => Scan::Record(persistent, size, HEADER + len),
+        None => Scan::Corrupt,
+    }
 }
 
 /// Decodes the record at the start of `data`.
@@ -90,7 +130,7 @@ pub fn decode(data: &[u8]) -> Read {
         return Read::Corrupt;
     }
     match decode_payload(payload) {
-        Some((m, persistent)) => Read::Record(Box::new(m), persistent, HEADER + len),
+        Some((m, _)) => Read::Record(Box::new(m)),
         None => Read::Corrupt,
     }
 }
@@ -151,10 +191,9 @@ mod tests {
         let mut buf = Vec::new();
         encode(&mut buf, &m);
         assert_eq!(buf.len(), encoded_len(&m));
+        assert!(matches!(scan(&buf), Scan::Record(true, 4, n) if n == buf.len()));
         match decode(&buf) {
-            Read::Record(d, persistent, n) => {
-                assert!(persistent);
-                assert_eq!(n, buf.len());
+            Read::Record(d) => {
                 assert_eq!(
                     (d.exchange.as_str(), d.routing_key.as_str(), &d.body[..]),
                     ("ex", "rk", &b"body"[..])
