@@ -50,6 +50,10 @@ struct Connection {
     confirm_dirty: Vec<u16>,
     /// Channels with confirms waiting for the store to sync.
     sync_waiters: Vec<u16>,
+    /// The connection has published: a resource alarm stops reading from it.
+    publisher: bool,
+    /// We told the client it is blocked (connection.blocked sent).
+    blocked_sent: bool,
     last_read: Instant,
 }
 
@@ -76,6 +80,8 @@ where
         channels: HashMap::new(),
         confirm_dirty: Vec::new(),
         sync_waiters: Vec::new(),
+        publisher: false,
+        blocked_sent: false,
         last_read: Instant::now(),
     };
     c.run(&mut rd).await;
@@ -114,11 +120,19 @@ impl Connection {
         self.send_start();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut synced = self.shared.synced.clone();
+        let mut alarm = self.shared.alarm.subscribe();
         let opened_by = Instant::now() + handshake;
         loop {
             tokio::select! {
                 biased;
-                r = rd.read_buf(&mut buf) => {
+                r = alarm.changed() => {
+                    if r.is_ok() {
+                        self.on_alarm_change();
+                    }
+                }
+                // Under a resource alarm, publishing connections are not read from
+                // (as RabbitMQ): their publishes wait in the socket, nothing is lost.
+                r = rd.read_buf(&mut buf), if !self.reading_blocked() => {
                     match r {
                         Ok(0) | Err(_) => return,
                         Ok(n) => {
@@ -157,6 +171,43 @@ impl Connection {
         }
     }
 
+    fn reading_blocked(&self) -> bool {
+        self.publisher && self.phase == Phase::Open && self.shared.alarm.borrow().is_some()
+    }
+
+    /// Tells clients that announced `connection.blocked` when publishing stops and resumes.
+    fn on_alarm_change(&mut self) {
+        let reason = self.shared.alarm.borrow().clone();
+        let announced = matches!(
+            self.capabilities.inner().get("connection.blocked"),
+            Some(AMQPValue::Boolean(true))
+        );
+        // Only publishing connections are blocked, so only they are told (as RabbitMQ).
+        if self.phase != Phase::Open || !announced || !self.publisher {
+            return;
+        }
+        match reason {
+            Some(r) if !self.blocked_sent => {
+                self.blocked_sent = true;
+                self.send(
+                    0,
+                    AMQPClass::Connection(conn::AMQPMethod::Blocked(conn::Blocked {
+                        reason: r.into(),
+                    })),
+                );
+            }
+            None if self.blocked_sent => {
+                self.blocked_sent = false;
+                self.send(
+                    0,
+                    AMQPClass::Connection(conn::AMQPMethod::Unblocked(conn::Unblocked {})),
+                );
+            }
+            _ => return,
+        }
+        self.outbound.flush();
+    }
+
     /// Heartbeats and timeouts; false to drop the connection.
     fn on_tick(&mut self, opened_by: Instant) -> bool {
         let now = Instant::now();
@@ -170,7 +221,8 @@ impl Connection {
         }
         if self.heartbeat > 0 && self.phase == Phase::Open {
             let hb = Duration::from_secs(self.heartbeat as u64);
-            if now.duration_since(self.last_read) > hb * 2 {
+            // A blocked publisher's heartbeats sit unread in its socket: not its fault.
+            if now.duration_since(self.last_read) > hb * 2 && !self.reading_blocked() {
                 tracing::info!(conn = %self.info.name, "missed heartbeats from client, closing");
                 return false;
             }
@@ -243,6 +295,9 @@ impl Connection {
                 self.close_connection(e, ids);
             }
         }
+        if self.publisher && !self.blocked_sent {
+            self.on_alarm_change();
+        }
         if !self.confirm_dirty.is_empty() {
             if let Some(ctx) = self.ctx.as_ref() {
                 let synced = ctx.synced_epoch();
@@ -260,6 +315,7 @@ impl Connection {
     }
 
     /// The store synced: send the confirms that were waiting for it.
+    /// (Also the place a fresh publisher learns about an alarm already in force.)
     fn on_synced(&mut self) {
         let Some(ctx) = self.ctx.as_ref() else { return };
         let synced = ctx.synced_epoch();
@@ -469,6 +525,7 @@ impl Connection {
             return Ok(());
         }
         let publishing = ch.expects_content();
+        self.publisher = true;
         let r = if f.kind == kind::HEADER {
             ch.handle_header(ctx, f.payload)
         } else {

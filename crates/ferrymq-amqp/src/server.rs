@@ -56,6 +56,8 @@ pub struct Shared {
     pub clock: Arc<AtomicUsize>,
     /// Changes whenever the store finished a sync round (confirms may go out).
     pub synced: tokio::sync::watch::Receiver<u64>,
+    /// The active resource alarm (free disk or memory), if any: publishers are blocked.
+    pub alarm: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// A live connection as management sees it.
@@ -155,6 +157,7 @@ impl Shared {
             connections: ConnectionRegistry::default(),
             clock: Arc::new(AtomicUsize::new(0)),
             synced,
+            alarm: tokio::sync::watch::Sender::new(None),
         });
         let clock = shared.clock.clone();
         tokio::spawn(async move {

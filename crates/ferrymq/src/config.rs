@@ -57,6 +57,10 @@ pub struct Config {
     pub default_pass: String,
     /// Vhost created on first start.
     pub default_vhost: String,
+    /// Block publishers when free disk under the data dir is below this many bytes.
+    pub disk_free_limit: u64,
+    /// Block publishers when the broker uses more than this fraction of the machine's memory.
+    pub memory_high_watermark: f64,
 }
 
 impl Default for Config {
@@ -74,6 +78,9 @@ impl Default for Config {
             default_user: "guest".into(),
             default_pass: "guest".into(),
             default_vhost: "/".into(),
+            // RabbitMQ's defaults: 50 MB free disk, 40 % of memory.
+            disk_free_limit: 50_000_000,
+            memory_high_watermark: 0.4,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The FerryMQ broker process: configuration and start-up of every listener,
 //! shared by the `ferrymq` binary and the integration tests.
 
+pub mod alarms;
 pub mod config;
 
 use config::Config;
@@ -20,6 +21,8 @@ pub struct Running {
     pub amqp: Arc<Shared>,
     /// Bound AMQP addresses (the first is the configured one).
     pub amqp_addrs: Vec<SocketAddr>,
+    /// Resource alarm limits (changeable at runtime).
+    pub limits: Arc<alarms::Limits>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -120,10 +123,21 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
             ticker.tick();
         }
     }));
+    let limits = Arc::new(alarms::Limits {
+        disk_free_limit: cfg.disk_free_limit.into(),
+        memory_limit: ((alarms::total_memory() as f64 * cfg.memory_high_watermark) as u64).into(),
+    });
+    tasks.push(alarms::spawn_monitor(
+        cfg.data_dir.clone(),
+        limits.clone(),
+        shared.alarm.clone(),
+        Duration::from_millis(500),
+    ));
     Ok(Running {
         broker,
         amqp: shared,
         amqp_addrs,
+        limits,
         tasks,
     })
 }
