@@ -3,7 +3,7 @@
 use crate::delivery::{ChannelSink, Unacked};
 use crate::outbound::Outbound;
 use crate::wire;
-use amq_protocol::protocol::basic::{self, AMQPProperties};
+use amq_protocol::protocol::basic;
 use amq_protocol::protocol::{
     channel as chan, confirm, exchange as exch, queue as q, tx, AMQPClass,
 };
@@ -42,6 +42,8 @@ pub struct ConnCtx {
     pub max_message_size: u64,
     /// The client understands `basic.cancel` from the server.
     pub cancel_notify: bool,
+    /// Time of the current socket read: one clock read per batch, not per message.
+    pub now: std::cell::Cell<std::time::Instant>,
 }
 
 impl ConnCtx {
@@ -70,7 +72,7 @@ struct PendingPublish {
     exchange: Arc<Exchange>,
     routing_key: String,
     mandatory: bool,
-    header: Option<(u64, AMQPProperties, Bytes)>,
+    header: Option<(u64, Bytes)>,
     body: Body,
     received: u64,
 }
@@ -465,7 +467,13 @@ impl Channel {
 
     fn basic(&mut self, ctx: &ConnCtx, m: basic::AMQPMethod) -> Result<()> {
         match m {
-            basic::AMQPMethod::Publish(p) => self.begin_publish(ctx, p),
+            basic::AMQPMethod::Publish(p) => self.begin_publish(
+                ctx,
+                p.exchange.as_str(),
+                p.routing_key.into(),
+                p.mandatory,
+                p.immediate,
+            ),
             basic::AMQPMethod::Ack(a) => {
                 if let Some(ops) = self.tx.as_mut() {
                     ops.push(TxOp::Ack(a.delivery_tag, a.multiple));
@@ -546,11 +554,24 @@ impl Channel {
         }
     }
 
-    fn begin_publish(&mut self, ctx: &ConnCtx, p: basic::Publish) -> Result<()> {
-        if p.immediate {
+    /// `basic.publish`: the content header and body follow.
+    pub fn begin_publish(
+        &mut self,
+        ctx: &ConnCtx,
+        name: &str,
+        routing_key: String,
+        mandatory: bool,
+        immediate: bool,
+    ) -> Result<()> {
+        self.current_method = (60, 40);
+        if self.pending.is_some() {
+            return Err(AmqpError::unexpected_frame(
+                "expected content header for class 60, got non content header frame instead",
+            ));
+        }
+        if immediate {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
-        let name = p.exchange.as_str();
         let exchange = match &self.exchange_cache {
             Some(e) if e.name == name && !e.is_deleted() => e.clone(),
             _ => {
@@ -568,8 +589,8 @@ impl Channel {
         };
         self.pending = Some(PendingPublish {
             exchange,
-            routing_key: p.routing_key.into(),
-            mandatory: p.mandatory,
+            routing_key,
+            mandatory,
             header: None,
             body: Body::Empty,
             received: 0,
@@ -600,14 +621,6 @@ impl Channel {
         }
         let body_size = u64::from_be_bytes(payload[4..12].try_into().expect("8 bytes"));
         let raw = payload.slice(12..);
-        let props = match basic::parse_properties(&raw[..]) {
-            Ok((&[], p)) => p,
-            _ => {
-                return Err(AmqpError::frame_error(
-                    "malformed content header properties",
-                ))
-            }
-        };
         if body_size > ctx.max_message_size {
             self.pending = None;
             return Err(AmqpError::precondition_failed(format!(
@@ -615,7 +628,7 @@ impl Channel {
                 ctx.max_message_size
             )));
         }
-        pending.header = Some((body_size, props, raw));
+        pending.header = Some((body_size, raw));
         if body_size == 0 {
             return self.complete_publish(ctx);
         }
@@ -629,7 +642,7 @@ impl Channel {
                 "expected method frame, got non method frame instead",
             ));
         };
-        let Some((size, _, _)) = pending.header.as_ref() else {
+        let Some((size, _)) = pending.header.as_ref() else {
             return Err(AmqpError::unexpected_frame(
                 "expected content header, got content body instead",
             ));
@@ -667,42 +680,51 @@ impl Channel {
 
     fn complete_publish(&mut self, ctx: &ConnCtx) -> Result<()> {
         let p = self.pending.take().expect("pending publish");
-        let (_, mut props, mut raw) = p.header.expect("header");
+        let (_, raw) = p.header.expect("header");
         let body = match p.body {
             Body::Empty => Bytes::new(),
             Body::One(b) => b,
             Body::Many(b) => b.freeze(),
         };
-        if let Some(uid) = props.user_id() {
-            if uid.as_str() != ctx.user {
-                return Err(AmqpError::precondition_failed(format!(
-                    "user_id property set to '{}' but authenticated user was '{}'",
-                    uid.as_str(),
-                    ctx.user
-                )));
+        let Some(mut message) = Message::from_wire(
+            p.exchange.name.clone(),
+            p.routing_key,
+            raw,
+            body,
+            ctx.now.get(),
+        ) else {
+            return Err(AmqpError::frame_error(
+                "malformed content header properties",
+            ));
+        };
+        if message.has_user_id() {
+            if let Some(uid) = message.properties().user_id() {
+                if uid.as_str() != ctx.user {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "user_id property set to '{}' but authenticated user was '{}'",
+                        uid.as_str(),
+                        ctx.user
+                    )));
+                }
             }
         }
-        if props
-            .reply_to()
-            .as_ref()
-            .is_some_and(|r| r.as_str() == REPLY_TO_PREFIX)
+        if message.has_reply_to()
+            && message
+                .properties()
+                .reply_to()
+                .as_ref()
+                .is_some_and(|r| r.as_str() == REPLY_TO_PREFIX)
         {
             let Some((name, _)) = &self.reply_to else {
                 return Err(AmqpError::precondition_failed(
                     "fast reply consumer does not exist",
                 ));
             };
-            props = copy_properties(&props, None, Some(name.clone()), false);
-            raw = ferrymq_broker::message::encode_properties(&props);
+            let props = copy_properties(message.properties(), None, Some(name.clone()), false);
+            let received_at = message.received_at;
+            message = Message::new(message.exchange, message.routing_key, props, message.body);
+            message.received_at = received_at;
         }
-        let message = Message {
-            exchange: p.exchange.name.clone(),
-            routing_key: p.routing_key,
-            properties: props,
-            raw_properties: raw,
-            body,
-            received_at: std::time::Instant::now(),
-        };
         if let Some(ops) = self.tx.as_mut() {
             ops.push(TxOp::Publish(p.exchange, Box::new(message), p.mandatory));
             return Ok(());

@@ -277,6 +277,9 @@ impl Connection {
     }
 
     fn process(&mut self, buf: &mut BytesMut) {
+        if let Some(ctx) = self.ctx.as_ref() {
+            ctx.now.set(Instant::now());
+        }
         loop {
             if matches!(self.phase, Phase::Done) {
                 return;
@@ -382,6 +385,9 @@ impl Connection {
             u16::from_be_bytes([f.payload[0], f.payload[1]]),
             u16::from_be_bytes([f.payload[2], f.payload[3]]),
         );
+        if ids == (60, 40) && f.channel != 0 && self.phase == Phase::Open {
+            return self.publish_fast(f.channel, &f.payload);
+        }
         if !methods::is_known(ids.0, ids.1) {
             return Err((
                 AmqpError::not_implemented(format!("unknown method {}.{} received", ids.0, ids.1)),
@@ -425,6 +431,33 @@ impl Connection {
             ));
         }
         self.channel_method(f.channel, class, ids)
+    }
+
+    /// `basic.publish` without the generic decoder.
+    fn publish_fast(&mut self, id: u16, payload: &[u8]) -> Result<(), (AmqpError, (u16, u16))> {
+        let ids = (60, 40);
+        let Some((exchange, routing_key, mandatory, immediate)) = methods::parse_publish(payload)
+        else {
+            return Err((
+                AmqpError::syntax_error("malformed arguments for method 60.40"),
+                ids,
+            ));
+        };
+        let ctx = self.ctx.as_ref().expect("open connection has a context");
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return Err((AmqpError::channel_error("expected 'channel.open'"), ids));
+        };
+        if ch.state == ChannelState::Closing {
+            return Ok(());
+        }
+        match ch.begin_publish(ctx, exchange, routing_key.to_owned(), mandatory, immediate) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_hard() => Err((e, ids)),
+            Err(e) => {
+                self.close_channel(id, e, ids);
+                Ok(())
+            }
+        }
     }
 
     fn channel_method(
@@ -740,6 +773,7 @@ impl Connection {
             frame_max: self.frame_max,
             max_message_size: self.shared.config.max_message_size,
             cancel_notify: cap("consumer_cancel_notify"),
+            now: std::cell::Cell::new(Instant::now()),
         });
         self.phase = Phase::Open;
         self.send(

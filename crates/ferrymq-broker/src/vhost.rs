@@ -608,12 +608,7 @@ impl VHost {
         targets: &mut Vec<Arc<Queue>>,
     ) -> (PublishOutcome, Option<Message>) {
         targets.clear();
-        self.route(
-            exchange,
-            &message.routing_key,
-            message.properties.headers().as_ref(),
-            targets,
-        );
+        self.route(exchange, &message.routing_key, message.headers(), targets);
         let mut outcome = PublishOutcome::default();
         if targets.is_empty() {
             return (outcome, Some(message));
@@ -648,7 +643,7 @@ impl VHost {
                 .clone()
                 .unwrap_or_else(|| m.routing_key.clone());
             let (properties, cycled) =
-                with_x_death(&m.properties, queue, reason, &m.exchange, &m.routing_key);
+                with_x_death(m.properties(), queue, reason, &m.exchange, &m.routing_key);
             // Like RabbitMQ, the message now comes from the dead-letter exchange.
             let dead_message = Message::new(
                 dlx_name.to_owned(),
@@ -657,12 +652,7 @@ impl VHost {
                 m.body.clone(),
             );
             targets.clear();
-            self.route(
-                &dlx,
-                &routing_key,
-                dead_message.properties.headers().as_ref(),
-                &mut targets,
-            );
+            self.route(&dlx, &routing_key, dead_message.headers(), &mut targets);
             let dead_message = Arc::new(dead_message);
             for t in &targets {
                 // A message that already died in this queue for a non-reject reason would

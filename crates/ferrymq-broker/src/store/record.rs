@@ -5,7 +5,6 @@
 //! u32 len, encoded properties | body`.
 
 use crate::message::Message;
-use amq_protocol::protocol::basic::parse_properties;
 use bytes::Bytes;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -151,10 +150,6 @@ fn decode_payload(p: &[u8]) -> Option<(Message, bool)> {
     let plen = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
     let raw = take(plen)?.to_vec();
     let body = p.get(at..)?.to_vec();
-    let (rest, properties) = parse_properties(&raw[..]).ok()?;
-    if !rest.is_empty() {
-        return None;
-    }
     // Re-anchor the receive time on this process's monotonic clock so TTLs keep counting.
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -162,17 +157,14 @@ fn decode_payload(p: &[u8]) -> Option<(Message, bool)> {
         .unwrap_or(0);
     let age = Duration::from_millis(now_ms.saturating_sub(received_ms));
     let received_at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-    Some((
-        Message {
-            exchange,
-            routing_key,
-            properties,
-            raw_properties: Bytes::from(raw),
-            body: Bytes::from(body),
-            received_at,
-        },
-        flags & PERSISTENT != 0,
-    ))
+    let m = Message::from_wire(
+        exchange,
+        routing_key,
+        Bytes::from(raw),
+        Bytes::from(body),
+        received_at,
+    )?;
+    Some((m, flags & PERSISTENT != 0))
 }
 
 #[cfg(test)]
@@ -198,7 +190,7 @@ mod tests {
                     (d.exchange.as_str(), d.routing_key.as_str(), &d.body[..]),
                     ("ex", "rk", &b"body"[..])
                 );
-                assert_eq!(d.properties, m.properties);
+                assert_eq!(d.properties(), m.properties());
             }
             _ => panic!("valid record"),
         }
