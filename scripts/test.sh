@@ -21,6 +21,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 log "cargo test"
 cargo test --workspace
+cargo build --quiet -p ferryperf
 
 log "python client suites (pika, raw wire) against a fresh broker"
 work=$(mktemp -d)
@@ -37,6 +38,19 @@ for _ in $(seq 1 100); do
     if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$port),0.2)" 2>/dev/null; then break; fi
     sleep 0.1
 done
+log "ferryperf smoke run: persistent messages with confirms, nothing lost"
+target/debug/ferryperf throughput --uri "amqp://guest:guest@127.0.0.1:$port/%2F" --duration 2 \
+    --persistent --durable-queue --confirm 100 --prefetch 100 --queue ferryperf-smoke --json --quiet \
+    >"$work/smoke.json"
+python3 - "$work/smoke.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"ferryperf smoke: published {r['published']}, confirmed {r['confirmed']}, consumed {r['consumed']}, lost {r['lost']}")
+assert r["published"] > 0 and r["consumed"] > 0, "no throughput"
+assert r["lost"] == 0 and r["nacked"] == 0, "unconfirmed messages"
+assert not r["errors"], r["errors"]
+PY
+
 if ! FERRYMQ_AMQP_PORT="$port" python3 -m pytest tests/python -q -p no:cacheprovider; then
     echo "--- broker log ---"; tail -50 "$work/broker.log"
     exit 1

@@ -51,14 +51,20 @@ impl Durability {
     }
 
     /// Registers a store written to; returns the epoch the write belongs to.
-    /// Called while holding the store's writer lock.
-    pub(super) fn written(&self, store: &Arc<StoreShared>, already_dirty: bool) -> u64 {
+    /// Called while holding the store's writer lock; `registered` is the store's
+    /// record of the last epoch it was registered for. Registering once per epoch
+    /// (not once per "dirty" period) matters: a write that lands while a round is
+    /// flushing this store belongs to the next epoch, so the store must be in the
+    /// next round's list even though the current round also flushes the bytes.
+    pub(super) fn written(&self, store: &Arc<StoreShared>, registered: &mut u64) -> u64 {
         let mut st = self.state.lock();
-        if !already_dirty {
+        let epoch = st.epoch;
+        if *registered != epoch {
+            *registered = epoch;
             st.dirty.push(store.clone());
             self.wake.notify_one();
         }
-        st.epoch
+        epoch
     }
 
     /// The highest epoch whose writes are on disk.

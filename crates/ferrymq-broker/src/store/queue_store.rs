@@ -33,7 +33,8 @@ struct Writer {
     acks: Arc<File>,
     acks_len: u64,
     acks_buf: Vec<u8>,
-    dirty: bool,
+    /// Last durability epoch this store was registered for.
+    registered_epoch: u64,
     destroyed: bool,
 }
 
@@ -90,7 +91,6 @@ impl StoreShared {
     /// Writes buffered records and acks to their files; returns the files to fsync.
     pub(super) fn flush(&self) -> io::Result<Vec<Arc<File>>> {
         let mut w = self.w.lock();
-        w.dirty = false;
         if w.destroyed {
             return Ok(Vec::new());
         }
@@ -246,7 +246,7 @@ impl QueueStore {
                 acks: Arc::new(acks_file),
                 acks_len,
                 acks_buf: Vec::new(),
-                dirty: false,
+                registered_epoch: 0,
                 destroyed: false,
             }),
         });
@@ -269,13 +269,14 @@ impl QueueStore {
         w.current_len += len;
         let cur = w.current;
         w.segments.get_mut(&cur).expect("current segment").live += 1;
-        let was_dirty = std::mem::replace(&mut w.dirty, true);
-        let epoch = self.durability.written(&self.shared, was_dirty);
+        let epoch = self
+            .durability
+            .written(&self.shared, &mut w.registered_epoch);
         Ok((loc, epoch))
     }
 
     /// Starts a new segment; the old one's buffered bytes are written now and
-    /// fsynced by the next round (it stays registered as dirty).
+    /// fsynced by the next round (the store is registered for every epoch it writes in).
     fn roll(&self, w: &mut Writer) -> io::Result<()> {
         let cur = w.current;
         let buf = std::mem::take(&mut w.buf);
@@ -330,8 +331,8 @@ impl QueueStore {
                 let _ = fs::remove_file(seg_path(&self.shared.dir, loc.segment));
             }
         }
-        let was_dirty = std::mem::replace(&mut w.dirty, true);
-        self.durability.written(&self.shared, was_dirty);
+        self.durability
+            .written(&self.shared, &mut w.registered_epoch);
     }
 
     /// Records that a stored message left the queue (acked, expired, purged…).
