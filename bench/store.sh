@@ -20,8 +20,8 @@
 #                messages, the broker CPU spent until then, and RSS then.
 #                FerryMQ gets SIGKILL. RabbitMQ gets SIGKILL of its whole process group (the
 #                fixture's `stop` deletes the node's data, so it cannot be used for a restart);
-#                --rabbit-clean-stop stops it with `rabbitmqctl stop` instead (a clean shutdown,
-#                which RabbitMQ recovers from much faster than from a crash).
+#                --rabbit-clean-stop stops it with `rabbitmqctl stop` instead (a clean shutdown;
+#                RabbitMQ's restart work differs between the two).
 # Prints a markdown table (metric, FerryMQ, RabbitMQ, ratio = FerryMQ ÷ RabbitMQ); --write also
 # puts it into BENCHMARKS.md between the store:begin/end markers (appending a "Durable store"
 # section when they are missing). --rabbit-only / --ferry-only run one broker (the other shows —).
@@ -50,7 +50,7 @@ CREDENTIALS=${FERRY_URI_USER:-guest:guest}
 PAUSE=${PAUSE:-2}
 
 usage() {
-  sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
   exit "${1:-0}"
 }
 
@@ -151,16 +151,28 @@ jfield() { # JSON KEY -> value of a top-level scalar in ferryperf's flat JSON
 
 # Readiness poll: connects over AMQP and, given a queue, repeats a passive queue.declare until
 # the queue holds at least WANT messages (WANT -1: report the first count seen). Times are seconds
-# since T0 (the broker's launch). Gives up when PID is gone or after TIMEOUT seconds. Prints one
-# JSON object: status (ok, timeout, died), accept_s, ready_s, count.
+# since T0 (the broker's launch). Gives up when PID (0: no check) is gone or TIMEOUT seconds after
+# T0. Prints one JSON object: status (ok, timeout, died), accept_s, ready_s, count.
+# T0 is a number, or @FILE: the poller then creates FILE.ready once Python and pika are loaded
+# (a few hundred ms that must not count against a broker's start) and waits for FILE to hold
+# "T0 PID".
 cat >"$WORK/poll.py" <<'EOF'
-import json, logging, sys, time
+import json, logging, os, sys, time
 
 import pika
 
 logging.getLogger("pika").setLevel(logging.CRITICAL + 1)
-t0, port, pid = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-queue, want, timeout = sys.argv[4], int(sys.argv[5]), float(sys.argv[6])
+port, queue, want, timeout = int(sys.argv[2]), sys.argv[4], int(sys.argv[5]), float(sys.argv[6])
+if sys.argv[1].startswith("@"):
+    path = sys.argv[1][1:]
+    open(path + ".ready", "w").close()
+    while not os.path.exists(path):
+        time.sleep(0.002)
+    with open(path) as f:
+        t0, pid = f.read().split()
+    t0, pid = float(t0), int(pid)
+else:
+    t0, pid = float(sys.argv[1]), int(sys.argv[3])
 user, _, password = sys.argv[7].partition(":")
 params = pika.ConnectionParameters(
     host="127.0.0.1", port=port, credentials=pika.PlainCredentials(user, password),
@@ -211,6 +223,29 @@ EOF
 
 poll() { # T0 PORT PID QUEUE WANT TIMEOUT
   python3 "$WORK/poll.py" "$@" "$CREDENTIALS" || true
+}
+
+# The same poll, started before the broker: poll_arm, then launch and poll_go, then poll_wait.
+poll_arm() { # PORT QUEUE WANT TIMEOUT
+  rm -f "$WORK/poll.t0" "$WORK/poll.t0.ready" "$WORK/poll.json"
+  python3 "$WORK/poll.py" "@$WORK/poll.t0" "$1" 0 "$2" "$3" "$4" "$CREDENTIALS" >"$WORK/poll.json" &
+  POLL_PID=$!
+  for _ in $(seq 1 400); do
+    [ -e "$WORK/poll.t0.ready" ] && return 0
+    kill -0 "$POLL_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  log "the readiness poller did not start"
+  exit 1
+}
+poll_go() { # T0 PID
+  echo "$1 $2" >"$WORK/poll.t0.tmp"
+  mv "$WORK/poll.t0.tmp" "$WORK/poll.t0"
+}
+poll_wait() { # sets POLL_RESULT to the poll's JSON (not in a subshell: the poller is our child)
+  wait "$POLL_PID" || true
+  POLL_PID=""
+  POLL_RESULT=$(cat "$WORK/poll.json")
 }
 
 # --- FerryMQ --------------------------------------------------------------------------------------
@@ -355,7 +390,7 @@ record_start() { # BROKER POLL_JSON PID
 }
 
 run_broker() { # BROKER
-  local b=$1 port json pre post res status leader s
+  local b=$1 port json pre post res status s
   local q_persist=store-persistent-1k q_batch=store-publish-1k q_deep=store-deep-16b
   log "=== $b"
 
@@ -363,21 +398,21 @@ run_broker() { # BROKER
   if [ "$b" = ferrymq ]; then
     port=$FERRY_PORT
     mkdir -p "$WORK/ferrymq-data"
+    poll_arm "$port" "" 0 60
     ferry_launch
+    poll_go "$T0" "$FERRY_PID"
     BROKER_PID=$FERRY_PID
-    res=$(poll "$T0" "$port" "$FERRY_PID" "" 0 60)
-    record_start "$b" "$res" "$BROKER_PID"
+    poll_wait
+    record_start "$b" "$POLL_RESULT" "$BROKER_PID"
   else
     port=$RABBIT_PORT
-    T0=$(date +%s.%N)
     # The fixture returns when the management API answers; the poll times the AMQP listener.
-    poll "$T0" "$port" 0 "" 0 300 >"$WORK/start-poll.json" &
-    POLL_PID=$!
+    poll_arm "$port" "" 0 300
     RABBIT_STARTED=1
+    poll_go "$(date +%s.%N)" 0
     BROKER_PID=$("$ROOT/tests/fixtures/rabbitmq.sh" start "$RABBIT_NODE" "$RABBIT_PORT" "$RABBIT_MGMT_PORT" "$RABBIT_BASE")
-    wait "$POLL_PID" || true
-    POLL_PID=""
-    record_start "$b" "$(cat "$WORK/start-poll.json")" "$BROKER_PID"
+    poll_wait
+    record_start "$b" "$POLL_RESULT" "$BROKER_PID"
   fi
 
   # Warm-up (allocators, code loading, JIT), not recorded.
@@ -423,19 +458,21 @@ run_broker() { # BROKER
   log "$b: $pre messages queued; RSS $(get "$b" deep_rss) MiB (peak $(get "$b" deep_hwm)), data $(get "$b" deep_disk) MiB"
 
   # recovery
+  poll_arm "$port" "$q_deep" "$pre" "$RECOVERY_TIMEOUT"
   if [ "$b" = ferrymq ]; then
     kill -KILL "$FERRY_PID"
     wait "$FERRY_PID" 2>/dev/null || true
     echo "--- store.sh: SIGKILL, restarting on the same data dir" >>"$WORK/ferrymq.log"
     ferry_launch
     BROKER_PID=$FERRY_PID
-    leader=$FERRY_PID
+    poll_go "$T0" "$FERRY_PID"
   else
     if [ "$RABBIT_RESTART" = clean ]; then rabbit_clean_stop; else rabbit_crash; fi
     rabbit_relaunch
-    leader=$RABBIT_LEADER
+    poll_go "$T0" "$RABBIT_LEADER"
   fi
-  res=$(poll "$T0" "$port" "$leader" "$q_deep" "$pre" "$RECOVERY_TIMEOUT")
+  poll_wait
+  res=$POLL_RESULT
   status=$(jfield "$res" status)
   [ "$b" = ferrymq ] || BROKER_PID=$(rabbit_beam)
   put "$b" rec_accept_s "$(jfield "$res" accept_s)"
@@ -454,7 +491,7 @@ run_broker() { # BROKER
   fi
   log "$b: restart: accepting after $(get "$b" rec_accept_s) s, all messages after $(get "$b" rec_ready_s) s, RSS $(get "$b" rec_rss) MiB (peak $(get "$b" rec_hwm))"
   if [ "$b" = ferrymq ]; then
-    grep -h 'recovered .* messages' "$WORK/ferrymq.log" | tail -n 3 >&2 || true
+    grep -h 'recovered .* messages' "$WORK/ferrymq.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -n 3 >&2 || true
   fi
 
   # A sample of the recovered messages must be readable.
@@ -487,7 +524,8 @@ done
 # --- report ---------------------------------------------------------------------------------------
 
 ratio() { # NUM DEN
-  awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f×", a / b; else print "—" }'
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf (a / b < 0.1 ? "%.3f×" : "%.2f×"), a / b; else print "—" }'
 }
 row() { # LABEL KEY [noratio]
   local f r

@@ -5,7 +5,7 @@ use super::record::{self, Loc, Read, Scan};
 use super::SEGMENT_SIZE;
 use crate::message::Message;
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -33,6 +33,10 @@ struct Writer {
     acks: Arc<File>,
     acks_len: u64,
     acks_buf: Vec<u8>,
+    /// Ack-log entries naming each live segment.
+    entries_per_segment: HashMap<u32, u64>,
+    /// Ack-log entries naming deleted segments (dropped by the next compaction).
+    garbage_entries: u64,
     /// Last durability epoch this store was registered for.
     registered_epoch: u64,
     destroyed: bool,
@@ -87,6 +91,25 @@ fn open_rw(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Atomically replaces `dir/name` with `data` (temp file, fsync, rename, fsync dir);
+/// returns the new file opened for reading and writing.
+fn replace_file(dir: &Path, name: &str, data: &[u8]) -> io::Result<File> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let f = File::create(&tmp)?;
+        f.write_all_at(data, 0)?;
+        f.sync_all()?;
+    }
+    let path = dir.join(name);
+    fs::rename(&tmp, &path)?;
+    File::open(dir)?.sync_all()?;
+    open_rw(&path)
+}
+
+/// Compact the ack log once this many entries name deleted segments and they
+/// outnumber the live ones: restart cost then follows the backlog, not history.
+const COMPACT_AFTER: u64 = 100_000;
+
 impl StoreShared {
     /// Writes buffered records and acks to their files; returns the files to fsync.
     pub(super) fn flush(&self) -> io::Result<Vec<Arc<File>>> {
@@ -125,32 +148,6 @@ impl QueueStore {
     ) -> io::Result<(QueueStore, Vec<RecoveredMessage>, RecoveryReport)> {
         fs::create_dir_all(&dir)?;
         let mut report = RecoveryReport::default();
-        // Ack log: acked and delivered records.
-        let acks_path = dir.join("acks.log");
-        let acks_file = open_rw(&acks_path)?;
-        let acks_data = fs::read(&acks_path)?;
-        let whole = acks_data.len() / ACK_ENTRY * ACK_ENTRY;
-        if whole != acks_data.len() {
-            // A torn ack entry: drop it (the message will be redelivered, not lost).
-            acks_file.set_len(whole as u64)?;
-        }
-        let mut acked = HashSet::new();
-        let mut delivered = HashSet::new();
-        for e in acks_data[..whole].chunks_exact(ACK_ENTRY) {
-            let loc = Loc {
-                segment: u32::from_be_bytes(e[1..5].try_into().expect("4")),
-                offset: u32::from_be_bytes(e[5..9].try_into().expect("4")),
-            };
-            match e[0] {
-                ACK => {
-                    acked.insert(loc);
-                }
-                DELIVERED => {
-                    delivered.insert(loc);
-                }
-                _ => {}
-            }
-        }
         let mut seg_ids: Vec<u32> = fs::read_dir(&dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -162,6 +159,32 @@ impl QueueStore {
             })
             .collect();
         seg_ids.sort_unstable();
+        // Ack log: acked and delivered records. Entries naming deleted segments are garbage.
+        let acks_path = dir.join("acks.log");
+        let acks_data = fs::read(&acks_path).unwrap_or_default();
+        let whole = acks_data.len() / ACK_ENTRY * ACK_ENTRY;
+        let existing: HashSet<u32> = seg_ids.iter().copied().collect();
+        let mut acked = HashSet::new();
+        let mut delivered = HashSet::new();
+        for e in acks_data[..whole].chunks_exact(ACK_ENTRY) {
+            let loc = Loc {
+                segment: u32::from_be_bytes(e[1..5].try_into().expect("4")),
+                offset: u32::from_be_bytes(e[5..9].try_into().expect("4")),
+            };
+            if !existing.contains(&loc.segment) {
+                continue;
+            }
+            match e[0] {
+                ACK => {
+                    acked.insert(loc);
+                }
+                DELIVERED => {
+                    delivered.insert(loc);
+                }
+                _ => {}
+            }
+        }
+        drop(acks_data);
         let mut segments = BTreeMap::new();
         let mut messages = Vec::new();
         for &id in &seg_ids {
@@ -235,7 +258,18 @@ impl QueueStore {
             segments.remove(&id);
             let _ = fs::remove_file(seg_path(&dir, id));
         }
-        let acks_len = whole as u64;
+        // Start from a compact ack log: only entries for segments still present.
+        let mut entries = Vec::with_capacity((acked.len() + delivered.len()) * ACK_ENTRY);
+        let mut per_segment: HashMap<u32, u64> = HashMap::new();
+        for (tag, set) in [(ACK, &acked), (DELIVERED, &delivered)] {
+            for loc in set.iter().filter(|l| segments.contains_key(&l.segment)) {
+                entries.push(tag);
+                entries.extend_from_slice(&loc.segment.to_be_bytes());
+                entries.extend_from_slice(&loc.offset.to_be_bytes());
+                *per_segment.entry(loc.segment).or_default() += 1;
+            }
+        }
+        let acks_file = replace_file(&dir, "acks.log", &entries)?;
         let shared = Arc::new(StoreShared {
             dir,
             w: Mutex::new(Writer {
@@ -244,8 +278,10 @@ impl QueueStore {
                 current_len: 0,
                 buf: Vec::with_capacity(64 * 1024),
                 acks: Arc::new(acks_file),
-                acks_len,
+                acks_len: entries.len() as u64,
                 acks_buf: Vec::new(),
+                entries_per_segment: per_segment,
+                garbage_entries: 0,
                 registered_epoch: 0,
                 destroyed: false,
             }),
@@ -305,6 +341,9 @@ impl QueueStore {
         if w.segments.get(&cur).is_some_and(|s| s.live == 0) {
             w.segments.remove(&cur);
             let _ = fs::remove_file(seg_path(&self.shared.dir, cur));
+            let dead = w.entries_per_segment.remove(&cur).unwrap_or(0);
+            w.garbage_entries += dead;
+            self.maybe_compact(w);
         }
         Ok(())
     }
@@ -317,6 +356,7 @@ impl QueueStore {
         w.acks_buf.push(tag);
         w.acks_buf.extend_from_slice(&loc.segment.to_be_bytes());
         w.acks_buf.extend_from_slice(&loc.offset.to_be_bytes());
+        *w.entries_per_segment.entry(loc.segment).or_default() += 1;
         if tag == ACK {
             let cur = w.current;
             let gone = match w.segments.get_mut(&loc.segment) {
@@ -329,10 +369,45 @@ impl QueueStore {
             if gone {
                 w.segments.remove(&loc.segment);
                 let _ = fs::remove_file(seg_path(&self.shared.dir, loc.segment));
+                let dead = w.entries_per_segment.remove(&loc.segment).unwrap_or(0);
+                w.garbage_entries += dead;
+                self.maybe_compact(&mut w);
             }
         }
         self.durability
             .written(&self.shared, &mut w.registered_epoch);
+    }
+
+    fn maybe_compact(&self, w: &mut Writer) {
+        let live: u64 = w.entries_per_segment.values().sum();
+        if w.garbage_entries >= COMPACT_AFTER && w.garbage_entries > live {
+            if let Err(e) = self.compact(w) {
+                tracing::warn!("compacting {}/acks.log: {e}", self.shared.dir.display());
+            }
+        }
+    }
+
+    /// Rewrites the ack log keeping only entries for live segments.
+    fn compact(&self, w: &mut Writer) -> io::Result<()> {
+        if !w.acks_buf.is_empty() {
+            let buf = std::mem::take(&mut w.acks_buf);
+            w.acks.write_all_at(&buf, w.acks_len)?;
+            w.acks_len += buf.len() as u64;
+        }
+        let mut old = vec![0u8; w.acks_len as usize];
+        w.acks.read_exact_at(&mut old, 0)?;
+        let mut kept = Vec::new();
+        for e in old.chunks_exact(ACK_ENTRY) {
+            let segment = u32::from_be_bytes(e[1..5].try_into().expect("4"));
+            if w.segments.contains_key(&segment) {
+                kept.extend_from_slice(e);
+            }
+        }
+        let file = replace_file(&self.shared.dir, "acks.log", &kept)?;
+        w.acks = Arc::new(file);
+        w.acks_len = kept.len() as u64;
+        w.garbage_entries = 0;
+        Ok(())
     }
 
     /// Records that a stored message left the queue (acked, expired, purged…).
@@ -501,6 +576,33 @@ mod tests {
             vec![("b".to_string(), true), ("c".to_string(), false)]
         );
         assert_eq!(report.transient_dropped, 1);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn ack_log_is_compacted_as_segments_go() {
+        let dir = tmp("compact");
+        let d = Durability::new();
+        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        let body = "x".repeat(100);
+        let mut last = None;
+        for i in 0..300_000u32 {
+            let (loc, _) = s.append(&msg(&body, true)).unwrap();
+            s.delivered(loc);
+            s.ack(loc);
+            if i % 10_000 == 0 {
+                d.sync_now();
+            }
+            last = Some(loc);
+        }
+        d.sync_now();
+        // ~600k entries were logged; all but the current segment's are garbage by now.
+        let size = fs::metadata(dir.join("acks.log")).unwrap().len();
+        assert!(size < 300_000 * 9, "ack log compacted, {size} bytes");
+        drop(s);
+        let (_s, rec, _) = QueueStore::open(dir.clone(), d).unwrap();
+        assert!(rec.is_empty(), "everything was acked");
+        assert!(last.is_some());
         let _ = fs::remove_dir_all(dir);
     }
 
