@@ -159,6 +159,13 @@ impl Channel {
         ctx.outbound.append(|b| wire::method(b, self.id, class));
     }
 
+    /// Replies unless the client asked for `nowait`.
+    fn reply_unless(&self, ctx: &ConnCtx, nowait: bool, class: AMQPClass) {
+        if !nowait {
+            self.reply(ctx, class);
+        }
+    }
+
     /// Whether a content header or body is expected next.
     pub fn expects_content(&self) -> bool {
         self.pending.is_some()
@@ -196,12 +203,11 @@ impl Channel {
                     ));
                 }
                 self.confirm = true;
-                if !s.nowait {
-                    self.reply(
-                        ctx,
-                        AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
-                    );
-                }
+                self.reply_unless(
+                    ctx,
+                    s.nowait,
+                    AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                );
                 Ok(())
             }
             AMQPClass::Tx(m) => self.transaction(ctx, m),
@@ -237,12 +243,11 @@ impl Channel {
                         arguments: d.arguments,
                     },
                 )?;
-                if !d.nowait {
-                    self.reply(
-                        ctx,
-                        AMQPClass::Exchange(exch::AMQPMethod::DeclareOk(exch::DeclareOk {})),
-                    );
-                }
+                self.reply_unless(
+                    ctx,
+                    d.nowait,
+                    AMQPClass::Exchange(exch::AMQPMethod::DeclareOk(exch::DeclareOk {})),
+                );
             }
             exch::AMQPMethod::Delete(d) => {
                 ctx.check(Access::Configure, "exchange", d.exchange.as_str())?;
@@ -251,12 +256,11 @@ impl Channel {
                         .delete_exchange(d.exchange.as_str(), d.if_unused)?;
                 }
                 self.exchange_cache = None;
-                if !d.nowait {
-                    self.reply(
-                        ctx,
-                        AMQPClass::Exchange(exch::AMQPMethod::DeleteOk(exch::DeleteOk {})),
-                    );
-                }
+                self.reply_unless(
+                    ctx,
+                    d.nowait,
+                    AMQPClass::Exchange(exch::AMQPMethod::DeleteOk(exch::DeleteOk {})),
+                );
             }
             exch::AMQPMethod::Bind(b) => {
                 self.exchange_binding(
@@ -267,12 +271,11 @@ impl Channel {
                     b.arguments,
                     true,
                 )?;
-                if !b.nowait {
-                    self.reply(
-                        ctx,
-                        AMQPClass::Exchange(exch::AMQPMethod::BindOk(exch::BindOk {})),
-                    );
-                }
+                self.reply_unless(
+                    ctx,
+                    b.nowait,
+                    AMQPClass::Exchange(exch::AMQPMethod::BindOk(exch::BindOk {})),
+                );
             }
             exch::AMQPMethod::Unbind(b) => {
                 self.exchange_binding(
@@ -283,12 +286,11 @@ impl Channel {
                     b.arguments,
                     false,
                 )?;
-                if !b.nowait {
-                    self.reply(
-                        ctx,
-                        AMQPClass::Exchange(exch::AMQPMethod::UnbindOk(exch::UnbindOk {})),
-                    );
-                }
+                self.reply_unless(
+                    ctx,
+                    b.nowait,
+                    AMQPClass::Exchange(exch::AMQPMethod::UnbindOk(exch::UnbindOk {})),
+                );
             }
             other => {
                 return Err(AmqpError::command_invalid(format!(
@@ -362,16 +364,15 @@ impl Channel {
                 )?;
                 let (ready, _, _, consumers) = queue.counts();
                 self.last_queue = Some(name.clone());
-                if !d.nowait {
-                    self.reply(
-                        ctx,
-                        AMQPClass::Queue(q::AMQPMethod::DeclareOk(q::DeclareOk {
-                            queue: name.into(),
-                            message_count: ready as u32,
-                            consumer_count: consumers as u32,
-                        })),
-                    );
-                }
+                self.reply_unless(
+                    ctx,
+                    d.nowait,
+                    AMQPClass::Queue(q::AMQPMethod::DeclareOk(q::DeclareOk {
+                        queue: name.into(),
+                        message_count: ready as u32,
+                        consumer_count: consumers as u32,
+                    })),
+                );
             }
             q::AMQPMethod::Bind(b) => {
                 let name = self.queue_name(b.queue.as_str())?;
@@ -383,9 +384,11 @@ impl Channel {
                     b.arguments,
                     true,
                 )?;
-                if !b.nowait {
-                    self.reply(ctx, AMQPClass::Queue(q::AMQPMethod::BindOk(q::BindOk {})));
-                }
+                self.reply_unless(
+                    ctx,
+                    b.nowait,
+                    AMQPClass::Queue(q::AMQPMethod::BindOk(q::BindOk {})),
+                );
             }
             q::AMQPMethod::Unbind(b) => {
                 let name = self.queue_name(b.queue.as_str())?;
@@ -408,14 +411,13 @@ impl Channel {
                 let queue = ctx.vhost.require_queue(&name)?;
                 ctx.vhost.check_exclusive(&queue, ctx.conn_id)?;
                 let n = queue.purge();
-                if !p.nowait {
-                    self.reply(
-                        ctx,
-                        AMQPClass::Queue(q::AMQPMethod::PurgeOk(q::PurgeOk {
-                            message_count: n as u32,
-                        })),
-                    );
-                }
+                self.reply_unless(
+                    ctx,
+                    p.nowait,
+                    AMQPClass::Queue(q::AMQPMethod::PurgeOk(q::PurgeOk {
+                        message_count: n as u32,
+                    })),
+                );
             }
             q::AMQPMethod::Delete(d) => {
                 let name = self.queue_name(d.queue.as_str())?;
@@ -423,14 +425,13 @@ impl Channel {
                 let n = ctx
                     .vhost
                     .delete_queue(&name, ctx.conn_id, d.if_unused, d.if_empty)?;
-                if !d.nowait {
-                    self.reply(
-                        ctx,
-                        AMQPClass::Queue(q::AMQPMethod::DeleteOk(q::DeleteOk {
-                            message_count: n as u32,
-                        })),
-                    );
-                }
+                self.reply_unless(
+                    ctx,
+                    d.nowait,
+                    AMQPClass::Queue(q::AMQPMethod::DeleteOk(q::DeleteOk {
+                        message_count: n as u32,
+                    })),
+                );
             }
             other => {
                 return Err(AmqpError::command_invalid(format!(
@@ -511,14 +512,13 @@ impl Channel {
             basic::AMQPMethod::Consume(c) => self.consume(ctx, c),
             basic::AMQPMethod::Cancel(c) => {
                 self.cancel(ctx, c.consumer_tag.as_str());
-                if !c.nowait {
-                    self.reply(
-                        ctx,
-                        AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
-                            consumer_tag: c.consumer_tag,
-                        })),
-                    );
-                }
+                self.reply_unless(
+                    ctx,
+                    c.nowait,
+                    AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                        consumer_tag: c.consumer_tag,
+                    })),
+                );
                 Ok(())
             }
             basic::AMQPMethod::Get(g) => {
@@ -851,14 +851,13 @@ impl Channel {
         self.sink.add_consumer(consumer, queue.clone());
         // consume-ok must reach the client before the first delivery, so the
         // queue starts delivering only after it is written.
-        if !c.nowait {
-            self.reply(
-                ctx,
-                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-                    consumer_tag: tag.as_str().into(),
-                })),
-            );
-        }
+        self.reply_unless(
+            ctx,
+            c.nowait,
+            AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                consumer_tag: tag.as_str().into(),
+            })),
+        );
         queue.dispatch();
         Ok(())
     }

@@ -21,6 +21,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 /// The only protocol header we speak.
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
 
+/// Initial read buffer of a connection.
+const SMALL_READ: usize = 4096;
+/// Read buffer growth step once a connection is busy.
+const BIG_READ: usize = 64 * 1024;
+
 /// Frame size allowed before tune-ok (the spec's minimum).
 const PRE_TUNE_FRAME_MAX: usize = 4096;
 
@@ -93,7 +98,10 @@ where
 
 impl Connection {
     async fn run<R: AsyncRead + Unpin>(&mut self, rd: &mut R) {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
+        // Idle connections stay small: the read buffer starts at 4 KiB and grows to
+        // 64 KiB chunks only once a read fills it (a busy publisher).
+        let mut buf = BytesMut::with_capacity(SMALL_READ);
+        let mut chunk = SMALL_READ;
         // Protocol header, within the handshake timeout.
         let handshake = Duration::from_secs(self.shared.config.handshake_timeout_secs);
         let header_ok = tokio::time::timeout(handshake, async {
@@ -138,14 +146,17 @@ impl Connection {
                         Ok(n) => {
                             self.info.recv_oct.fetch_add(n as u64, Ordering::Relaxed);
                             self.last_read = Instant::now();
+                            if n >= chunk {
+                                chunk = BIG_READ;
+                            }
                         }
                     }
                     self.process(&mut buf);
                     if self.phase == Phase::Done {
                         return;
                     }
-                    if buf.capacity() - buf.len() < 4096 {
-                        buf.reserve(64 * 1024);
+                    if buf.capacity() - buf.len() < SMALL_READ {
+                        buf.reserve(chunk);
                     }
                 }
                 r = synced.changed(), if !self.sync_waiters.is_empty() => {

@@ -36,7 +36,8 @@ impl Outbound {
     /// An empty buffer.
     pub fn new() -> Self {
         Outbound {
-            buf: Mutex::new(Vec::with_capacity(64 * 1024)),
+            // No allocation until the connection writes: idle connections stay small.
+            buf: Mutex::new(Vec::new()),
             pending: AtomicUsize::new(0),
             wake_writer: Notify::new(),
             drained: Notify::new(),
@@ -103,7 +104,7 @@ impl Outbound {
         mut socket: W,
         clock: Arc<AtomicUsize>,
     ) {
-        let mut spare: Vec<u8> = Vec::with_capacity(64 * 1024);
+        let mut spare: Vec<u8> = Vec::new();
         loop {
             {
                 let mut b = self.buf.lock();
@@ -125,7 +126,7 @@ impl Outbound {
                 .store(clock.load(Ordering::Relaxed), Ordering::Relaxed);
             // Keep the allocation unless one huge burst made it large.
             if spare.capacity() > 8 * HIGH_WATER {
-                spare = Vec::with_capacity(64 * 1024);
+                spare = Vec::new();
             } else {
                 spare.clear();
             }

@@ -9,7 +9,7 @@ use crate::error::{AmqpError, Result};
 use crate::message::{Message, QueuedMessage};
 use crate::queue_args::{Overflow, QueueArgs};
 use crate::ready::{self, ReadyList};
-use crate::store::{QueueStore, RecoveredMessage};
+use crate::store::{QueueStore, Recovered};
 use crate::vhost::VHost;
 use amq_protocol::types::FieldTable;
 use parking_lot::Mutex;
@@ -243,11 +243,9 @@ impl Queue {
 
     /// Puts messages recovered from the store back, in order (at start-up). They stay
     /// on disk as references until the queue reads them back.
-    pub fn restore(self: &Arc<Self>, recovered: Vec<RecoveredMessage>) {
+    pub fn restore(self: &Arc<Self>, recovered: Recovered) {
         let mut s = self.state.lock();
-        for r in recovered {
-            s.ready.push_paged(ready::pack(r.loc, r.delivered), r.size);
-        }
+        s.ready.restore_paged(recovered.refs, recovered.bytes);
         if self.args.max_priority.is_some() {
             // Priority queues keep everything in memory, in their lanes.
             while s.ready.needs_refill() {

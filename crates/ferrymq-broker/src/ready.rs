@@ -20,22 +20,14 @@ pub struct ReadyList {
     page_after: usize,
 }
 
-const REDELIVERED_BIT: u64 = 1 << 63;
-
 /// Packs a location (and the redelivered flag) into a paged reference.
 pub fn pack(loc: Loc, redelivered: bool) -> u64 {
-    ((loc.segment as u64) << 32) | loc.offset as u64 | if redelivered { REDELIVERED_BIT } else { 0 }
+    loc.pack(redelivered)
 }
 
 /// Unpacks a paged reference.
 pub fn unpack(r: u64) -> (Loc, bool) {
-    (
-        Loc {
-            segment: ((r & !REDELIVERED_BIT) >> 32) as u32,
-            offset: r as u32,
-        },
-        r & REDELIVERED_BIT != 0,
-    )
+    Loc::unpack(r)
 }
 
 /// Sequence number of a stored message: its location, which grows with publish order.
@@ -96,10 +88,15 @@ impl ReadyList {
         self.lanes[lane].push_back(m);
     }
 
-    /// Adds a paged reference directly (recovery of a deep queue); `size` is its body size.
-    pub fn push_paged(&mut self, r: u64, size: u64) {
-        self.bytes += size;
-        self.paged.push_back(r);
+    /// Takes the references of a recovered queue (oldest first) and their body bytes.
+    pub fn restore_paged(&mut self, refs: Vec<u64>, bytes: u64) {
+        self.bytes += bytes;
+        if self.paged.is_empty() {
+            // Reuses the recovery buffer: no second copy of a deep queue's references.
+            self.paged = VecDeque::from(refs);
+        } else {
+            self.paged.extend(refs);
+        }
     }
 
     /// Whether the in-memory part is empty while references wait.

@@ -300,7 +300,7 @@ impl VHost {
             }
         }
         // Durable queues keep their messages in a store under the data dir.
-        let mut recovered = Vec::new();
+        let mut recovered = crate::store::Recovered::default();
         let store = match self.broker.upgrade() {
             Some(b) if opts.durable && !opts.exclusive => {
                 match (b.queue_dir(&self.name, name), b.storage()) {

@@ -5,7 +5,7 @@ use common::*;
 use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -107,16 +107,16 @@ async fn clients_announcing_connection_blocked_are_told() {
         p.extend_from_slice(&(resp.len() as u32).to_be_bytes());
         p.extend_from_slice(resp);
         p.extend_from_slice(&[5, b'e', b'n', b'_', b'U', b'S']);
-        write_frame(&mut s, 0, &p);
+        write_frame(&mut s, 1, 0, &p);
         read_frame(&mut s);
         let mut t = vec![0, 10, 0, 31, 0, 10];
         t.extend_from_slice(&131072u32.to_be_bytes());
         t.extend_from_slice(&0u16.to_be_bytes());
-        write_frame(&mut s, 0, &t);
-        write_frame(&mut s, 0, &[0, 10, 0, 40, 1, b'/', 0, 0]);
+        write_frame(&mut s, 1, 0, &t);
+        write_frame(&mut s, 1, 0, &[0, 10, 0, 40, 1, b'/', 0, 0]);
         // Publish once: only publishing connections are blocked and told.
-        write_frame(&mut s, 1, &[0, 20, 0, 10, 0]);
-        write_frame(&mut s, 1, &[0, 60, 0, 40, 0, 0, 0, 1, b'q', 0]);
+        write_frame(&mut s, 1, 1, &[0, 20, 0, 10, 0]);
+        write_frame(&mut s, 1, 1, &[0, 60, 0, 40, 0, 0, 0, 1, b'q', 0]);
         let mut f = vec![
             2u8, 0, 1, 0, 0, 0, 14, 0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xCE,
         ];
@@ -133,23 +133,4 @@ async fn clients_announcing_connection_blocked_are_told() {
     .await
     .unwrap();
     assert!(reason.starts_with("low on disk"), "{reason}");
-}
-
-fn write_frame(s: &mut TcpStream, channel: u16, payload: &[u8]) {
-    let mut f = vec![1u8];
-    f.extend_from_slice(&channel.to_be_bytes());
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(payload);
-    f.push(0xCE);
-    s.write_all(&f).unwrap();
-}
-
-fn read_frame(s: &mut TcpStream) -> (u8, u16, Vec<u8>) {
-    let mut h = [0u8; 7];
-    s.read_exact(&mut h).unwrap();
-    let size = u32::from_be_bytes([h[3], h[4], h[5], h[6]]) as usize;
-    let mut p = vec![0u8; size + 1];
-    s.read_exact(&mut p).unwrap();
-    p.pop();
-    (h[0], u16::from_be_bytes([h[1], h[2]]), p)
 }

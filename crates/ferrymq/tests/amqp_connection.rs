@@ -238,25 +238,6 @@ fn raw_handshake(port: u16) -> TcpStream {
     s
 }
 
-fn write_frame(s: &mut TcpStream, kind: u8, channel: u16, payload: &[u8]) {
-    let mut f = vec![kind];
-    f.extend_from_slice(&channel.to_be_bytes());
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(payload);
-    f.push(0xCE);
-    s.write_all(&f).unwrap();
-}
-
-fn read_frame(s: &mut TcpStream) -> (u8, u16, Vec<u8>) {
-    let mut h = [0u8; 7];
-    s.read_exact(&mut h).unwrap();
-    let size = u32::from_be_bytes([h[3], h[4], h[5], h[6]]) as usize;
-    let mut p = vec![0u8; size + 1];
-    s.read_exact(&mut p).unwrap();
-    p.pop();
-    (h[0], u16::from_be_bytes([h[1], h[2]]), p)
-}
-
 /// Reads frames until a connection.close arrives; returns its reply code.
 fn read_connection_close(s: &mut TcpStream) -> u16 {
     loop {

@@ -13,7 +13,7 @@ mod queue_store;
 mod record;
 
 pub use durability::Durability;
-pub use queue_store::{QueueStore, RecoveredMessage, RecoveryReport};
+pub use queue_store::{QueueStore, Recovered, RecoveryReport};
 pub use record::Loc;
 
 /// Target size of one segment file; a bigger message gets a segment of its own.

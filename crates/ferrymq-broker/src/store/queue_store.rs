@@ -49,14 +49,32 @@ pub struct StoreShared {
     w: Mutex<Writer>,
 }
 
-/// A message found at recovery (read back later, when the queue needs it).
-pub struct RecoveredMessage {
-    /// Where it is stored.
-    pub loc: Loc,
-    /// Body size.
-    pub size: u64,
-    /// It had been delivered before the restart.
-    pub delivered: bool,
+/// The messages found at recovery, as packed references ([`Loc::pack`], with the
+/// redelivered bit set for those delivered before the restart), oldest first.
+/// 8 bytes per message: a deep queue recovers without loading its messages.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Packed references.
+    pub refs: Vec<u64>,
+    /// Total body bytes.
+    pub bytes: u64,
+}
+
+impl Recovered {
+    /// Number of messages.
+    pub fn len(&self) -> usize {
+        self.refs.len()
+    }
+
+    /// Whether nothing was recovered.
+    pub fn is_empty(&self) -> bool {
+        self.refs.is_empty()
+    }
+
+    /// (location, delivered before the restart) of each message.
+    pub fn iter(&self) -> impl Iterator<Item = (Loc, bool)> + '_ {
+        self.refs.iter().map(|r| Loc::unpack(*r))
+    }
 }
 
 /// What recovery found.
@@ -145,7 +163,7 @@ impl QueueStore {
     pub fn open(
         dir: PathBuf,
         durability: Arc<Durability>,
-    ) -> io::Result<(QueueStore, Vec<RecoveredMessage>, RecoveryReport)> {
+    ) -> io::Result<(QueueStore, Recovered, RecoveryReport)> {
         fs::create_dir_all(&dir)?;
         let mut report = RecoveryReport::default();
         let mut seg_ids: Vec<u32> = fs::read_dir(&dir)?
@@ -186,7 +204,7 @@ impl QueueStore {
         }
         drop(acks_data);
         let mut segments = BTreeMap::new();
-        let mut messages = Vec::new();
+        let mut messages = Recovered::default();
         for &id in &seg_ids {
             let path = seg_path(&dir, id);
             let data = fs::read(&path)?;
@@ -209,11 +227,8 @@ impl QueueStore {
                             continue;
                         }
                         live += 1;
-                        messages.push(RecoveredMessage {
-                            loc,
-                            size,
-                            delivered: delivered.contains(&loc),
-                        });
+                        messages.refs.push(loc.pack(delivered.contains(&loc)));
+                        messages.bytes += size;
                     }
                     Scan::Truncated | Scan::Corrupt => {
                         report.truncated_bytes += (data.len() - at) as u64;
@@ -559,15 +574,15 @@ mod tests {
         assert_eq!(&s.read(b).unwrap().body[..], b"b");
         drop(s);
         let (s, rec, report) = QueueStore::open(dir.clone(), d).unwrap();
-        let locs: Vec<Loc> = rec.iter().map(|r| r.loc).collect();
+        let locs: Vec<Loc> = rec.iter().map(|(l, _)| l).collect();
         let bodies: Vec<_> = s
             .read_batch(&locs)
             .into_iter()
-            .zip(&rec)
-            .map(|(m, r)| {
+            .zip(rec.iter())
+            .map(|(m, (_, delivered))| {
                 (
                     String::from_utf8(m.unwrap().body.to_vec()).unwrap(),
-                    r.delivered,
+                    delivered,
                 )
             })
             .collect();

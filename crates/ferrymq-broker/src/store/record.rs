@@ -17,6 +17,28 @@ pub struct Loc {
     pub offset: u32,
 }
 
+const REDELIVERED_BIT: u64 = 1 << 63;
+
+impl Loc {
+    /// Packs the location and a redelivered flag into 8 bytes (the paged form).
+    pub fn pack(self, redelivered: bool) -> u64 {
+        ((self.segment as u64) << 32)
+            | self.offset as u64
+            | if redelivered { REDELIVERED_BIT } else { 0 }
+    }
+
+    /// Unpacks [`Loc::pack`].
+    pub fn unpack(r: u64) -> (Loc, bool) {
+        (
+            Loc {
+                segment: ((r & !REDELIVERED_BIT) >> 32) as u32,
+                offset: r as u32,
+            },
+            r & REDELIVERED_BIT != 0,
+        )
+    }
+}
+
 /// Bytes before the payload.
 pub const HEADER: usize = 8;
 const PERSISTENT: u8 = 1;

@@ -7,6 +7,8 @@ use futures_lite::StreamExt;
 use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 /// A broker started by a test; dropped with the test's runtime.
@@ -193,4 +195,25 @@ pub fn s(v: &str) -> lapin::types::AMQPValue {
 /// An integer field value.
 pub fn int(v: i64) -> lapin::types::AMQPValue {
     lapin::types::AMQPValue::LongLongInt(v)
+}
+
+/// Writes one raw frame (for wire-level tests).
+pub fn write_frame(s: &mut TcpStream, kind: u8, channel: u16, payload: &[u8]) {
+    let mut f = vec![kind];
+    f.extend_from_slice(&channel.to_be_bytes());
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f.push(0xCE);
+    s.write_all(&f).unwrap();
+}
+
+/// Reads one raw frame: (type, channel, payload).
+pub fn read_frame(s: &mut TcpStream) -> (u8, u16, Vec<u8>) {
+    let mut h = [0u8; 7];
+    s.read_exact(&mut h).unwrap();
+    let size = u32::from_be_bytes([h[3], h[4], h[5], h[6]]) as usize;
+    let mut p = vec![0u8; size + 1];
+    s.read_exact(&mut p).unwrap();
+    p.pop();
+    (h[0], u16::from_be_bytes([h[1], h[2]]), p)
 }
