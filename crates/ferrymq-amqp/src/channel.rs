@@ -77,6 +77,17 @@ struct PendingPublish {
     received: u64,
 }
 
+/// What to send once a publish (or a transaction) is safely stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// basic.ack for a publisher confirm.
+    Ack,
+    /// basic.nack (a queue refused the message).
+    Nack,
+    /// tx.commit-ok, once the transaction's persistent messages are on disk.
+    CommitOk,
+}
+
 enum TxOp {
     Publish(Arc<Exchange>, Box<Message>, bool),
     Ack(u64, bool),
@@ -106,7 +117,7 @@ pub struct Channel {
     publish_seq: u64,
     /// Confirms not yet sent: (publish seq, durability epoch to wait for, ack or nack).
     /// Released strictly in order, so `multiple` acks never cover an unsynced message.
-    confirms: VecDeque<(u64, u64, bool)>,
+    confirms: VecDeque<(u64, u64, Settle)>,
     tx: Option<Vec<TxOp>>,
     last_queue: Option<String>,
     exchange_cache: Option<Arc<Exchange>>,
@@ -733,13 +744,14 @@ impl Channel {
         Ok(())
     }
 
+    /// Routes a publish; returns the durability epoch it must wait for.
     fn route_and_confirm(
         &mut self,
         ctx: &ConnCtx,
         exchange: &Arc<Exchange>,
         message: Message,
         mandatory: bool,
-    ) {
+    ) -> u64 {
         let mut targets = std::mem::take(&mut self.route_buf);
         let (outcome, unroutable) = ctx.vhost.publish(exchange, message, &mut targets);
         self.route_buf = targets;
@@ -752,9 +764,15 @@ impl Channel {
         }
         if self.confirm {
             self.publish_seq += 1;
+            let settle = if outcome.refused {
+                Settle::Nack
+            } else {
+                Settle::Ack
+            };
             self.confirms
-                .push_back((self.publish_seq, outcome.epoch, !outcome.refused));
+                .push_back((self.publish_seq, outcome.epoch, settle));
         }
+        outcome.epoch
     }
 
     /// Whether confirms wait for the store (anything left after a flush waits for it,
@@ -767,20 +785,27 @@ impl Channel {
     /// reached), acks coalesced into one `basic.ack multiple`.
     pub fn flush_confirms(&mut self, ctx: &ConnCtx, synced: u64) {
         let mut ack_upto = None;
-        while let Some(&(seq, epoch, ack)) = self.confirms.front() {
+        while let Some(&(seq, epoch, settle)) = self.confirms.front() {
             if epoch > synced {
                 break;
             }
             self.confirms.pop_front();
-            if ack {
+            if settle == Settle::Ack {
                 ack_upto = Some(seq);
-            } else {
-                if let Some(tag) = ack_upto.take() {
-                    ctx.outbound
-                        .append(|b| wire::confirm(b, self.id, tag, true, true));
-                }
+                continue;
+            }
+            if let Some(tag) = ack_upto.take() {
                 ctx.outbound
-                    .append(|b| wire::confirm(b, self.id, seq, false, false));
+                    .append(|b| wire::confirm(b, self.id, tag, true, true));
+            }
+            match settle {
+                Settle::Nack => ctx
+                    .outbound
+                    .append(|b| wire::confirm(b, self.id, seq, false, false)),
+                _ => self.reply(
+                    ctx,
+                    AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})),
+                ),
             }
         }
         if let Some(tag) = ack_upto {
@@ -847,17 +872,23 @@ impl Channel {
             connection_id: ctx.conn_id,
             channel_id: self.id,
         });
-        queue.add_consumer(consumer.clone())?;
-        self.sink.add_consumer(consumer, queue.clone());
-        // consume-ok must reach the client before the first delivery, so the
-        // queue starts delivering only after it is written.
-        self.reply_unless(
-            ctx,
-            c.nowait,
-            AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-                consumer_tag: tag.as_str().into(),
-            })),
-        );
+        // The ledger knows the consumer before any delivery or server cancel can name it.
+        self.sink.add_consumer(consumer.clone(), queue.clone());
+        // consume-ok is written under the queue lock, before the consumer is visible
+        // to publishers on other connections, so no delivery can overtake it.
+        let id = self.id;
+        let added = queue.add_consumer(consumer, || {
+            if !c.nowait {
+                let ok = AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: tag.as_str().into(),
+                }));
+                ctx.outbound.append(|b| wire::method(b, id, ok));
+            }
+        });
+        if let Err(e) = added {
+            self.sink.remove_consumer(&tag);
+            return Err(e);
+        }
         queue.dispatch();
         Ok(())
     }
@@ -952,19 +983,19 @@ impl Channel {
                 let ops = self.tx.replace(Vec::new()).ok_or_else(|| {
                     AmqpError::precondition_failed("channel is not transactional")
                 })?;
+                let mut epoch = 0;
                 for op in ops {
                     match op {
                         TxOp::Publish(ex, m, mandatory) => {
-                            self.route_and_confirm(ctx, &ex, *m, mandatory)
+                            epoch = epoch.max(self.route_and_confirm(ctx, &ex, *m, mandatory));
                         }
                         TxOp::Ack(tag, multiple) => self.ack(tag, multiple)?,
                         TxOp::Nack(tag, multiple, requeue) => self.nack(tag, multiple, requeue)?,
                     }
                 }
-                self.reply(
-                    ctx,
-                    AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})),
-                );
+                // commit-ok only once the committed persistent messages are on disk.
+                self.confirms.push_back((0, epoch, Settle::CommitOk));
+                self.flush_confirms(ctx, ctx.synced_epoch());
             }
             tx::AMQPMethod::Rollback(_) => {
                 if self.tx.is_none() {
@@ -991,6 +1022,8 @@ impl Channel {
     pub fn shutdown(&mut self, ctx: &ConnCtx) {
         self.sink.close();
         self.pending = None;
+        // Confirms not sent by now are never sent: the channel is gone for the client.
+        self.confirms.clear();
         for (consumer, queue) in self.sink.consumers() {
             self.sink.remove_consumer(&consumer.tag);
             queue.remove_consumer(&consumer);

@@ -96,6 +96,15 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
 
+/// Cleanup also runs if the connection task panics: consumers must not stay
+/// registered on queues and exclusive queues must go with their connection.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.cleanup();
+        self.shared.connections.unregister(self.info.id);
+    }
+}
+
 impl Connection {
     async fn run<R: AsyncRead + Unpin>(&mut self, rd: &mut R) {
         // Idle connections stay small: the read buffer starts at 4 KiB and grows to
@@ -545,9 +554,11 @@ impl Connection {
                 if ch.state == ChannelState::Closing {
                     return Ok(());
                 }
-                let had_confirms = ch.expects_content();
                 let r = ch.handle_method(ctx, class);
-                let _ = had_confirms;
+                // tx.commit may leave a commit-ok waiting for the store.
+                if ch.awaits_sync() && !self.sync_waiters.contains(&id) {
+                    self.sync_waiters.push(id);
+                }
                 match r {
                     Ok(()) => Ok(()),
                     Err(e) if e.is_hard() => Err((e, ids)),

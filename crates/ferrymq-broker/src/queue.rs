@@ -17,6 +17,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+type DeadBatch = (Arc<VHost>, Arc<Queue>, Vec<(QueuedMessage, DeadReason)>);
+
+thread_local! {
+    static DEAD_LETTERING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static DEFERRED: std::cell::RefCell<Vec<DeadBatch>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// In-memory messages a stored queue keeps before it pages the rest out.
 pub const PAGE_AFTER: usize = 8192;
 /// Messages read back per refill of a paged queue.
@@ -192,6 +199,10 @@ impl Queue {
             return Enqueued::Accepted(0);
         }
         let mut s = self.state.lock();
+        if self.is_deleted() {
+            // Deleted while we waited for the lock.
+            return Enqueued::Accepted(0);
+        }
         if let Some(refused) = self.make_room(&mut s, message.size() as u64) {
             if refused == Overflow::RejectPublishDlx {
                 let seq = s.next_seq;
@@ -337,9 +348,21 @@ impl Queue {
         for (m, _) in &dead {
             self.forget(m);
         }
-        if let Some(vhost) = self.vhost.upgrade() {
-            vhost.dead_letter(self, dead);
+        let Some(vhost) = self.vhost.upgrade() else {
+            return;
+        };
+        // Dead-lettering publishes into other queues, which may dead-letter in turn.
+        // Nested work is queued and run by the outermost call, so chains of any
+        // length use a loop, not the stack.
+        if DEAD_LETTERING.with(|active| active.replace(true)) {
+            DEFERRED.with(|d| d.borrow_mut().push((vhost, self.clone(), dead)));
+            return;
         }
+        vhost.dead_letter(self, dead);
+        while let Some((v, q, d)) = DEFERRED.with(|d| d.borrow_mut().pop()) {
+            v.dead_letter(&q, d);
+        }
+        DEAD_LETTERING.with(|active| active.set(false));
     }
 
     fn dispatch_locked(self: &Arc<Self>, s: &mut QueueState) {
@@ -504,9 +527,22 @@ impl Queue {
     }
 
     /// Subscribes a consumer (enforcing exclusive consumers). It receives messages
-    /// from the next [`Queue::dispatch`] on, so the caller can confirm it first.
-    pub fn add_consumer(self: &Arc<Self>, consumer: Arc<Consumer>) -> Result<()> {
+    /// from the next dispatch on.
+    /// `confirm` runs under the queue lock just before the consumer becomes visible
+    /// to other threads: the place to write consume-ok, so that no delivery can
+    /// overtake it.
+    pub fn add_consumer(
+        self: &Arc<Self>,
+        consumer: Arc<Consumer>,
+        confirm: impl FnOnce(),
+    ) -> Result<()> {
         let mut s = self.state.lock();
+        if self.is_deleted() {
+            return Err(AmqpError::not_found(format!(
+                "no queue '{}' in vhost '{}'",
+                self.name, self.vhost_name
+            )));
+        }
         if s.consumers.iter().any(|c| c.exclusive)
             || (consumer.exclusive && !s.consumers.is_empty())
         {
@@ -518,6 +554,7 @@ impl Queue {
         let pos = s
             .consumers
             .partition_point(|c| c.priority >= consumer.priority);
+        confirm();
         s.consumers.insert(pos, consumer);
         s.had_consumers = true;
         s.last_used = Instant::now();
@@ -539,7 +576,7 @@ impl Queue {
         self.finish(s);
         if now_unused {
             if let Some(vhost) = self.vhost.upgrade() {
-                let _ = vhost.delete_queue_internal(&self.name);
+                let _ = vhost.delete_queue_if(&self.name, self);
             }
         }
     }

@@ -113,7 +113,8 @@ impl ReadyList {
     /// Appends a message read back from the store (it was paged; `bytes` already counted it).
     pub fn push_refilled(&mut self, m: QueuedMessage) {
         self.mem_len += 1;
-        self.lanes[0].push_back(m);
+        let lane = self.lane_of(&m);
+        self.lanes[lane].push_back(m);
     }
 
     /// Forgets the bytes of a paged message that could not be read back.

@@ -35,6 +35,9 @@ pub struct VHost {
     exchanges: RwLock<HashMap<String, Arc<Exchange>>>,
     queues: RwLock<HashMap<String, Arc<Queue>>>,
     reply_to: RwLock<HashMap<String, Arc<Queue>>>,
+    /// Serialises queue creation and deletion: a durable queue's store directory
+    /// must never be opened twice, nor removed while a redeclare opens it.
+    lifecycle: parking_lot::Mutex<()>,
 }
 
 /// Options of `queue.declare`.
@@ -76,6 +79,7 @@ impl VHost {
             exchanges: RwLock::new(HashMap::new()),
             queues: RwLock::new(HashMap::new()),
             reply_to: RwLock::new(HashMap::new()),
+            lifecycle: parking_lot::Mutex::new(()),
         });
         let builtin = [
             ("", ExchangeKind::Direct),
@@ -282,6 +286,7 @@ impl VHost {
         owner: u64,
         opts: QueueOptions,
     ) -> Result<(Arc<Queue>, bool)> {
+        let _lifecycle = self.lifecycle.lock();
         if let Some(existing) = self.queue(name) {
             self.check_exclusive(&existing, owner)?;
             if !opts.passive {
@@ -436,7 +441,26 @@ impl VHost {
 
     /// Deletes a queue with no checks (auto-delete, x-expires, exclusive owner gone).
     pub fn delete_queue_internal(&self, name: &str) -> Option<usize> {
-        let q = self.queues.write().remove(name)?;
+        self.delete_queue_matching(name, None)
+    }
+
+    /// Deletes queue `name` only if it is still `expected` (auto-delete and
+    /// `x-expires` must not delete a newer queue that took the name meanwhile).
+    pub fn delete_queue_if(&self, name: &str, expected: &Arc<Queue>) -> Option<usize> {
+        self.delete_queue_matching(name, Some(expected))
+    }
+
+    fn delete_queue_matching(&self, name: &str, expected: Option<&Arc<Queue>>) -> Option<usize> {
+        let _lifecycle = self.lifecycle.lock();
+        let q = {
+            let mut map = self.queues.write();
+            if let Some(e) = expected {
+                if !map.get(name).is_some_and(|q| Arc::ptr_eq(q, e)) {
+                    return None;
+                }
+            }
+            map.remove(name)?
+        };
         let dest = Destination::Queue(q.clone());
         for ex in self.exchanges() {
             if ex.unbind_destination(&dest) > 0 {
@@ -642,8 +666,10 @@ impl VHost {
                 .dead_letter_routing_key
                 .clone()
                 .unwrap_or_else(|| m.routing_key.clone());
-            let (properties, cycled) =
+            let (properties, _) =
                 with_x_death(m.properties(), queue, reason, &m.exchange, &m.routing_key);
+            let deaths = death_history(&properties);
+            let rejected_in_history = deaths.iter().any(|(_, r)| r == "rejected");
             // Like RabbitMQ, the message now comes from the dead-letter exchange.
             let dead_message = Message::new(
                 dlx_name.to_owned(),
@@ -655,9 +681,10 @@ impl VHost {
             self.route(&dlx, &routing_key, dead_message.headers(), &mut targets);
             let dead_message = Arc::new(dead_message);
             for t in &targets {
-                // A message that already died in this queue for a non-reject reason would
-                // cycle forever (e.g. TTL back into itself); RabbitMQ drops it too.
-                if cycled && Arc::ptr_eq(t, queue) && reason != DeadReason::Rejected {
+                // RabbitMQ's cycle rule: a message that already died in the target queue
+                // is dropped unless a rejection (a consumer's decision) is in its history;
+                // otherwise TTL or length-limit loops between queues never end.
+                if !rejected_in_history && deaths.iter().any(|(q, _)| q == &t.name) {
                     continue;
                 }
                 t.publish(dead_message.clone());
@@ -694,13 +721,34 @@ impl VHost {
         let mut expired = Vec::new();
         for q in self.queues() {
             if q.tick(now) {
-                expired.push(q.name.clone());
+                expired.push(q);
             }
         }
-        for name in expired {
-            self.delete_queue_internal(&name);
+        for q in expired {
+            self.delete_queue_if(&q.name, &q);
         }
     }
+}
+
+/// (queue, reason) of every entry in a message's `x-death` header.
+fn death_history(props: &AMQPProperties) -> Vec<(String, String)> {
+    let Some(headers) = props.headers() else {
+        return Vec::new();
+    };
+    let Some(deaths) = headers.inner().get("x-death").and_then(|v| v.as_array()) else {
+        return Vec::new();
+    };
+    deaths
+        .as_slice()
+        .iter()
+        .filter_map(|d| match d {
+            AMQPValue::FieldTable(t) => Some((
+                t.inner().get("queue").and_then(as_string)?,
+                t.inner().get("reason").and_then(as_string)?,
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 fn values_equivalent(a: &AMQPValue, b: &AMQPValue) -> bool {
@@ -762,7 +810,10 @@ fn with_x_death(
                 .get("count")
                 .and_then(crate::args::as_i64)
                 .unwrap_or(0);
-            t.insert("count".into(), AMQPValue::LongLongInt(count + 1));
+            t.insert(
+                "count".into(),
+                AMQPValue::LongLongInt(count.saturating_add(1)),
+            );
             t.insert("time".into(), AMQPValue::Timestamp(now));
             t
         }

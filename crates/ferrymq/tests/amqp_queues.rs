@@ -555,3 +555,39 @@ async fn single_active_consumer() {
     publish(&ch, "", "sac", b"after").await;
     assert_eq!(next_delivery(&mut second).await.data, b"after");
 }
+
+#[tokio::test]
+async fn dead_letter_cycle_between_queues_ends() {
+    // Two queues expiring into each other: RabbitMQ's cycle rule drops the message
+    // the second time it would enter a queue it died in (no rejection in between).
+    let b = start().await;
+    let (_c, ch) = b.channel().await;
+    declare(
+        &ch,
+        "ping",
+        table(&[
+            ("x-message-ttl", int(0)),
+            ("x-dead-letter-exchange", s("")),
+            ("x-dead-letter-routing-key", s("pong")),
+        ]),
+    )
+    .await;
+    declare(
+        &ch,
+        "pong",
+        table(&[
+            ("x-message-ttl", int(0)),
+            ("x-dead-letter-exchange", s("")),
+            ("x-dead-letter-routing-key", s("ping")),
+        ]),
+    )
+    .await;
+    for i in 0..100 {
+        publish(&ch, "", "ping", format!("{i}").as_bytes()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(drain(&ch, "ping").await.is_empty());
+    assert!(drain(&ch, "pong").await.is_empty());
+    // The broker is still serving.
+    declare(&ch, "after", FieldTable::default()).await;
+}

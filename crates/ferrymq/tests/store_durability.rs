@@ -413,3 +413,78 @@ async fn damaged_segment_tail_is_cut_and_the_rest_delivered() {
     p.term();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn concurrent_durable_declares_share_one_store_and_tx_commit_is_durable() {
+    let dir = tmpdir("race");
+    let p = spawn(&dir, free_port());
+    {
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let uri = p.uri();
+            tasks.push(tokio::spawn(async move {
+                let c = Connection::connect(&uri, ConnectionProperties::default())
+                    .await
+                    .unwrap();
+                let ch = c.create_channel().await.unwrap();
+                ch.queue_declare(
+                    "raced".into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+                c
+            }));
+        }
+        let mut conns = Vec::new();
+        for t in tasks {
+            conns.push(t.await.unwrap());
+        }
+        let ch = conns[0].create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let c = ch
+            .basic_publish(
+                "".into(),
+                "raced".into(),
+                BasicPublishOptions::default(),
+                b"confirmed",
+                persistent(),
+            )
+            .await
+            .unwrap();
+        assert!(c.await.unwrap().is_ack());
+        // A transaction's commit-ok also means "on disk" for persistent messages.
+        let tx = conns[1].create_channel().await.unwrap();
+        tx.tx_select().await.unwrap();
+        tx.basic_publish(
+            "".into(),
+            "raced".into(),
+            BasicPublishOptions::default(),
+            b"committed",
+            persistent(),
+        )
+        .await
+        .unwrap();
+        tx.tx_commit().await.unwrap();
+        p.kill9();
+    }
+    let p = spawn(&dir, free_port());
+    let c = Connection::connect(&p.uri(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = c.create_channel().await.unwrap();
+    let got: Vec<String> = get_all(&ch, "raced")
+        .await
+        .into_iter()
+        .map(|(b, _)| b)
+        .collect();
+    assert_eq!(got, ["confirmed", "committed"]);
+    p.term();
+    let _ = std::fs::remove_dir_all(dir);
+}

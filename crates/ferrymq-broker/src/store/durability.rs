@@ -26,6 +26,7 @@ pub struct Durability {
     synced: AtomicU64,
     listeners: RwLock<Vec<Listener>>,
     rounds: AtomicU64,
+    failed: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Durability {
@@ -40,6 +41,7 @@ impl Default for Durability {
             synced: AtomicU64::new(0),
             listeners: RwLock::new(Vec::new()),
             rounds: AtomicU64::new(0),
+            failed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -80,6 +82,12 @@ impl Durability {
     /// Calls `f(epoch)` after every round (e.g. to wake connections waiting for confirms).
     pub fn on_synced(&self, f: impl Fn(u64) + Send + Sync + 'static) {
         self.listeners.write().push(Box::new(f));
+    }
+
+    fn fail(&self, what: &str) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            tracing::error!("durable store failed ({what}); no further publisher confirms for persistent messages until restart");
+        }
     }
 
     /// Starts the sync thread.
@@ -126,20 +134,29 @@ impl Durability {
         }
     }
 
+    /// Whether a write or fsync failed: no epoch is announced after that.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
     fn round(&self, epoch: u64, dirty: Vec<Arc<StoreShared>>) {
         let mut files = Vec::new();
         for store in &dirty {
             match store.flush() {
                 Ok(f) => files.extend(f),
-                Err(e) => tracing::error!("flushing {}: {e}", store.dir.display()),
+                Err(e) => self.fail(&format!("writing {}: {e}", store.dir.display())),
             }
         }
         for f in files {
             if let Err(e) = f.sync_data() {
-                // Announcing the epoch anyway would confirm data that may not be on disk.
-                tracing::error!("fsync failed: {e}; confirms stay pending");
-                return;
+                // Linux does not retry a failed fsync: the data may be gone for good.
+                self.fail(&format!("fsync: {e}"));
             }
+        }
+        // Announcing any epoch after a failure would confirm data that may not be
+        // on disk (a later epoch releases earlier confirms too), so stop for good.
+        if self.failed() {
+            return;
         }
         self.synced.store(epoch, Ordering::Release);
         self.rounds.fetch_add(1, Ordering::Relaxed);

@@ -136,22 +136,20 @@ impl StoreShared {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
+        let w = &mut *w;
+        // Write from the buffers and clear them only on success: after an I/O error
+        // nothing buffered is dropped (and the sync thread announces no epoch).
         if !w.buf.is_empty() {
-            let cur = w.current;
-            let buf = std::mem::take(&mut w.buf);
-            let seg = w.segments.get_mut(&cur).expect("current segment");
-            seg.file.write_all_at(&buf, seg.flushed)?;
-            seg.flushed += buf.len() as u64;
+            let seg = w.segments.get_mut(&w.current).expect("current segment");
+            seg.file.write_all_at(&w.buf, seg.flushed)?;
+            seg.flushed += w.buf.len() as u64;
             out.push(seg.file.clone());
-            w.buf = buf;
             w.buf.clear();
         }
         if !w.acks_buf.is_empty() {
-            let buf = std::mem::take(&mut w.acks_buf);
-            w.acks.write_all_at(&buf, w.acks_len)?;
-            w.acks_len += buf.len() as u64;
+            w.acks.write_all_at(&w.acks_buf, w.acks_len)?;
+            w.acks_len += w.acks_buf.len() as u64;
             out.push(w.acks.clone());
-            w.acks_buf = buf;
             w.acks_buf.clear();
         }
         Ok(out)
@@ -179,7 +177,12 @@ impl QueueStore {
         seg_ids.sort_unstable();
         // Ack log: acked and delivered records. Entries naming deleted segments are garbage.
         let acks_path = dir.join("acks.log");
-        let acks_data = fs::read(&acks_path).unwrap_or_default();
+        // A missing log is a new queue; any other read error must not look like "no acks".
+        let acks_data = match fs::read(&acks_path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
         let whole = acks_data.len() / ACK_ENTRY * ACK_ENTRY;
         let existing: HashSet<u32> = seg_ids.iter().copied().collect();
         let mut acked = HashSet::new();
@@ -308,6 +311,9 @@ impl QueueStore {
     /// Appends a message; returns its location and the epoch after which it is on disk.
     pub fn append(&self, m: &Message) -> io::Result<(Loc, u64)> {
         let mut w = self.shared.w.lock();
+        if w.destroyed {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "queue deleted"));
+        }
         let len = record::encoded_len(m) as u64;
         if w.current_len > 0 && w.current_len + len > SEGMENT_SIZE {
             self.roll(&mut w)?;
@@ -330,15 +336,13 @@ impl QueueStore {
     /// fsynced by the next round (the store is registered for every epoch it writes in).
     fn roll(&self, w: &mut Writer) -> io::Result<()> {
         let cur = w.current;
-        let buf = std::mem::take(&mut w.buf);
         {
             let seg = w.segments.get_mut(&cur).expect("current segment");
-            seg.file.write_all_at(&buf, seg.flushed)?;
-            seg.flushed += buf.len() as u64;
+            seg.file.write_all_at(&w.buf, seg.flushed)?;
+            seg.flushed += w.buf.len() as u64;
             // The data is in the page cache; fsync it before the new segment's first sync completes.
             seg.file.sync_data()?;
         }
-        w.buf = buf;
         w.buf.clear();
         let next = cur + 1;
         let file = open_rw(&seg_path(&self.shared.dir, next))?;
@@ -438,6 +442,9 @@ impl QueueStore {
     /// Reads a stored message back.
     pub fn read(&self, loc: Loc) -> io::Result<Message> {
         let w = self.shared.w.lock();
+        if w.destroyed {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "queue deleted"));
+        }
         let seg = w
             .segments
             .get(&loc.segment)
