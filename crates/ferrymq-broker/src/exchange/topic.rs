@@ -13,6 +13,9 @@ pub(super) struct TopicTrie {
     star: Option<Box<TopicTrie>>,
     hash: Option<Box<TopicTrie>>,
     destinations: Vec<Destination>,
+    /// Set on the root once any pattern used `#`: only then can a walk revisit a
+    /// (node, position) pair, so only then is a visited set kept.
+    any_hash: bool,
 }
 
 /// The words of a key or pattern; the empty string has none (as in RabbitMQ).
@@ -35,6 +38,7 @@ fn pattern_words(pattern: &str) -> Vec<&str> {
 
 impl TopicTrie {
     pub(super) fn add(&mut self, pattern: &str, dest: Destination) {
+        self.any_hash |= pattern_words(pattern).contains(&"#");
         let mut node = self;
         for word in pattern_words(pattern) {
             node = match word {
@@ -93,26 +97,39 @@ impl TopicTrie {
 
     pub(super) fn route(&self, key: &str, f: &mut dyn FnMut(&Destination)) {
         let words: Vec<&str> = words_of(key).collect();
-        // A destination reached through several paths is reported once per path;
-        // the caller de-duplicates queues anyway.
-        self.walk(&words, f);
+        // With `#` a walk can reach the same node at the same word position along many
+        // paths; remembering visited pairs keeps it to nodes × words. The caller
+        // de-duplicates queues reached through different nodes.
+        let mut seen = self.any_hash.then(std::collections::HashSet::new);
+        self.walk(&words, &mut seen, f);
     }
 
-    fn walk(&self, words: &[&str], f: &mut dyn FnMut(&Destination)) {
+    fn walk(
+        &self,
+        words: &[&str],
+        seen: &mut Option<std::collections::HashSet<(usize, usize)>>,
+        f: &mut dyn FnMut(&Destination),
+    ) {
+        if let Some(seen) = seen.as_mut() {
+            // The remaining length identifies the position in the key.
+            if !seen.insert((self as *const Self as usize, words.len())) {
+                return;
+            }
+        }
         if let Some(hash) = &self.hash {
             // `#` matches zero or more words: try every split point.
             for i in 0..=words.len() {
-                hash.walk(&words[i..], f);
+                hash.walk(&words[i..], seen, f);
             }
         }
         match words.split_first() {
             None => self.destinations.iter().for_each(f),
             Some((word, rest)) => {
                 if let Some(child) = self.words.get(*word) {
-                    child.walk(rest, f);
+                    child.walk(rest, seen, f);
                 }
                 if let Some(star) = &self.star {
-                    star.walk(rest, f);
+                    star.walk(rest, seen, f);
                 }
             }
         }
@@ -163,6 +180,16 @@ mod tests {
         t.add("#.#.x", d.clone());
         t.remove("#.#.x", &d);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn alternating_wildcards_stay_polynomial() {
+        let pattern = ["#", "*"].repeat(20).join(".");
+        let key = vec!["w"; 120].join(".");
+        let started = std::time::Instant::now();
+        assert!(matches(&pattern, &key));
+        assert!(!matches(&format!("{pattern}.z"), &key));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]
