@@ -51,8 +51,9 @@ pub struct Broker {
     storage: Option<Storage>,
     save_lock: Mutex<()>,
     restoring: AtomicBool,
-    /// Parameters and policies kept for definitions until their own modules land.
-    pub extra: RwLock<Definitions>,
+    /// Runtime parameters and policies, kept verbatim for export and persistence
+    /// until the policy and federation modules own them.
+    pub kept_definitions: RwLock<Definitions>,
 }
 
 impl Broker {
@@ -71,7 +72,7 @@ impl Broker {
             storage,
             save_lock: Mutex::new(()),
             restoring: AtomicBool::new(false),
-            extra: RwLock::new(Definitions::default()),
+            kept_definitions: RwLock::new(Definitions::default()),
         })
     }
 
@@ -184,7 +185,7 @@ impl Broker {
 
     /// Exports definitions (all vhosts, or one), optionally only durable objects.
     pub fn export_definitions(&self, only_vhost: Option<&str>, durable_only: bool) -> Definitions {
-        let extra = self.extra.read().clone();
+        let extra = self.kept_definitions.read().clone();
         let mut d = Definitions {
             rabbit_version: Some("3.10.8".into()),
             ferrymq_version: Some(env!("CARGO_PKG_VERSION").into()),
@@ -441,7 +442,7 @@ impl Broker {
             }
         }
         {
-            let mut extra = self.extra.write();
+            let mut extra = self.kept_definitions.write();
             merge_named(
                 &mut extra.parameters,
                 &d.parameters,

@@ -117,11 +117,6 @@ impl ReadyList {
         self.lanes[lane].push_back(m);
     }
 
-    /// Forgets the bytes of a paged message that could not be read back.
-    pub fn discount(&mut self, size: u64) {
-        self.bytes = self.bytes.saturating_sub(size);
-    }
-
     /// Puts a returned message back at its original position (by sequence number).
     pub fn requeue(&mut self, m: QueuedMessage) {
         self.mem_len += 1;

@@ -666,7 +666,7 @@ impl VHost {
                 .dead_letter_routing_key
                 .clone()
                 .unwrap_or_else(|| m.routing_key.clone());
-            let (properties, _) =
+            let properties =
                 with_x_death(m.properties(), queue, reason, &m.exchange, &m.routing_key);
             let deaths = death_history(&properties);
             let rejected_in_history = deaths.iter().any(|(_, r)| r == "rejected");
@@ -772,14 +772,14 @@ fn display_value(v: &AMQPValue) -> String {
 }
 
 /// Adds this death to the message's `x-death` header the way RabbitMQ does.
-/// Returns the new properties and whether the queue already had an entry (a cycle).
+/// Returns the properties with the updated `x-death` and `x-first/last-death-*` headers.
 fn with_x_death(
     props: &AMQPProperties,
     queue: &Queue,
     reason: DeadReason,
     exchange: &str,
     routing_key: &str,
-) -> (AMQPProperties, bool) {
+) -> AMQPProperties {
     let mut headers = props.headers().clone().unwrap_or_default();
     let mut deaths: Vec<AMQPValue> = headers
         .inner()
@@ -795,13 +795,11 @@ fn with_x_death(
         t.inner().get("queue").and_then(as_string).as_deref() == Some(queue.name.as_str())
             && t.inner().get("reason").and_then(as_string).as_deref() == Some(reason.as_str())
     };
-    let mut cycled = false;
     let existing = deaths
         .iter()
         .position(|d| matches!(d, AMQPValue::FieldTable(t) if entry_matches(t)));
     let entry = match existing {
         Some(pos) => {
-            cycled = true;
             let AMQPValue::FieldTable(mut t) = deaths.remove(pos) else {
                 unreachable!("matched a table")
             };
@@ -876,7 +874,7 @@ fn with_x_death(
         "x-last-death-exchange".into(),
         AMQPValue::LongString(exchange.into()),
     );
-    (copy_properties(props, Some(headers), None, true), cycled)
+    copy_properties(props, Some(headers), None, true)
 }
 
 /// Copies properties, optionally replacing headers or reply-to, optionally dropping expiration.

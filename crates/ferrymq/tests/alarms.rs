@@ -56,17 +56,7 @@ async fn disk_alarm_blocks_publishers_until_space_returns() {
     );
     // Consumers are not blocked: another connection can still read.
     let (_c2, reader) = b.channel().await;
-    reader
-        .queue_declare(
-            "blocked".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    passive(&reader, "blocked").await.unwrap();
     b.running.limits.disk_free_limit.store(0, Ordering::Relaxed);
     let c = tokio::time::timeout(Duration::from_secs(3), held)
         .await

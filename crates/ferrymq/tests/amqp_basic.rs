@@ -158,16 +158,7 @@ async fn reject_without_requeue_drops_and_unknown_tag_is_406() {
         .is_none());
     ch.basic_ack(99, BasicAckOptions::default()).await.unwrap();
     // The error arrives asynchronously as channel.close; the next call sees it.
-    let r = ch
-        .queue_declare(
-            "rj".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
+    let r = passive(&ch, "rj").await;
     match r {
         Err(e) => match amqp_error(&e) {
             Some((code, text)) => {
@@ -411,20 +402,7 @@ async fn publisher_confirms_ack_in_order() {
     for p in pending {
         assert!(p.await.unwrap().is_ack());
     }
-    assert_eq!(
-        ch.queue_declare(
-            "pc".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default()
-        )
-        .await
-        .unwrap()
-        .message_count(),
-        500
-    );
+    assert_eq!(passive(&ch, "pc").await.unwrap().message_count(), 500);
 }
 
 #[tokio::test]

@@ -26,28 +26,9 @@ async fn declare_variants_and_equivalence() {
         .await
         .unwrap();
     assert!(q.name().as_str().starts_with("amq.gen-"), "{}", q.name());
-    ch.queue_declare(
-        "dur".into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    declare_durable(&ch, "dur").await.unwrap();
     publish(&ch, "", "dur", b"1").await;
-    let again = ch
-        .queue_declare(
-            "dur".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let again = passive(&ch, "dur").await.unwrap();
     assert_eq!(again.message_count(), 1);
     let text = expect_code(
         ch.queue_declare(
@@ -75,18 +56,7 @@ async fn declare_variants_and_equivalence() {
     );
     assert!(text.contains("inequivalent arg 'x-message-ttl'"), "{text}");
     let ch = c.create_channel().await.unwrap();
-    let text = expect_code(
-        ch.queue_declare(
-            "missing".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await,
-        404,
-    );
+    let text = expect_code(passive(&ch, "missing").await, 404);
     assert_eq!(text, "NOT_FOUND - no queue 'missing' in vhost '/'");
 }
 
@@ -155,18 +125,7 @@ async fn exclusive_queue_is_locked_to_its_connection() {
     c1.close(200, "bye".into()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let ch3 = _c2.create_channel().await.unwrap();
-    expect_code(
-        ch3.queue_declare(
-            "excl".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await,
-        404,
-    );
+    expect_code(passive(&ch3, "excl").await, 404);
 }
 
 #[tokio::test]
@@ -255,18 +214,7 @@ async fn auto_delete_queue_goes_with_last_consumer() {
     ch.basic_cancel("t".into(), BasicCancelOptions::default())
         .await
         .unwrap();
-    expect_code(
-        ch.queue_declare(
-            "ad".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await,
-        404,
-    );
+    expect_code(passive(&ch, "ad").await, 404);
 }
 
 #[tokio::test]
@@ -297,18 +245,7 @@ async fn queue_expires_when_unused() {
     let (_c, ch) = b.channel().await;
     declare(&ch, "exp", table(&[("x-expires", int(200))])).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    expect_code(
-        ch.queue_declare(
-            "exp".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await,
-        404,
-    );
+    expect_code(passive(&ch, "exp").await, 404);
 }
 
 #[tokio::test]

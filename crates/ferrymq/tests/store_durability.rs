@@ -190,18 +190,7 @@ async fn clean_restart_keeps_durable_state_and_persistent_messages() {
         ],
         "persistent messages back in order, transient m2 gone"
     );
-    expect_code(
-        ch.queue_declare(
-            "tq".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await,
-        404,
-    );
+    expect_code(passive(&ch, "tq").await, 404);
     // The durable exchange and binding came back too.
     let ch = c.create_channel().await.unwrap();
     publish(&ch, "dx", "k.y", b"routed").await;
@@ -265,16 +254,7 @@ async fn confirmed_messages_survive_repeated_sigkill_exactly_once() {
             .await
             .unwrap();
         let ch = c.create_channel().await.unwrap();
-        ch.queue_declare(
-            "crash".into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        declare_durable(&ch, "crash").await.unwrap();
         c.close(200, "ok".into()).await.unwrap();
         p.term();
     }
@@ -336,16 +316,7 @@ async fn damaged_segment_tail_is_cut_and_the_rest_delivered() {
             .unwrap();
         let ch = c.create_channel().await.unwrap();
         for q in ["torn", "flipped"] {
-            ch.queue_declare(
-                q.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+            declare_durable(&ch, q).await.unwrap();
         }
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
@@ -427,16 +398,7 @@ async fn concurrent_durable_declares_share_one_store_and_tx_commit_is_durable() 
                     .await
                     .unwrap();
                 let ch = c.create_channel().await.unwrap();
-                ch.queue_declare(
-                    "raced".into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
+                declare_durable(&ch, "raced").await.unwrap();
                 c
             }));
         }

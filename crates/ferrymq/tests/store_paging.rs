@@ -12,16 +12,7 @@ use std::time::Duration;
 async fn deep_queue_pages_out_and_delivers_in_order() {
     let b = start().await;
     let (_c, ch) = b.channel().await;
-    ch.queue_declare(
-        "deep".into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    declare_durable(&ch, "deep").await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
@@ -89,32 +80,12 @@ async fn deep_queue_pages_out_and_delivers_in_order() {
 async fn deep_queue_purge_counts_paged_messages() {
     let b = start().await;
     let (_c, ch) = b.channel().await;
-    ch.queue_declare(
-        "deep2".into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    declare_durable(&ch, "deep2").await.unwrap();
     for i in 0..10_000u32 {
         publish(&ch, "", "deep2", &i.to_be_bytes()).await;
     }
     // Make sure the publishes were processed before purging.
-    let n = ch
-        .queue_declare(
-            "deep2".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap()
-        .message_count();
+    let n = passive(&ch, "deep2").await.unwrap().message_count();
     assert_eq!(n, 10_000);
     assert_eq!(
         ch.queue_purge("deep2".into(), QueuePurgeOptions::default())

@@ -118,6 +118,26 @@ pub async fn declare(ch: &Channel, name: &str, args: FieldTable) -> lapin::Queue
         .expect("queue.declare")
 }
 
+/// Passive `queue.declare`: the queue's state, or the broker's error.
+pub async fn passive(ch: &Channel, name: &str) -> Result<lapin::Queue, lapin::Error> {
+    let opts = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name.into(), opts, FieldTable::default())
+        .await
+}
+
+/// Declares a durable queue without arguments.
+pub async fn declare_durable(ch: &Channel, name: &str) -> Result<lapin::Queue, lapin::Error> {
+    let opts = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name.into(), opts, FieldTable::default())
+        .await
+}
+
 /// Publishes to `exchange` with `rk` and plain properties.
 pub async fn publish(ch: &Channel, exchange: &str, rk: &str, body: &[u8]) {
     publish_props(ch, exchange, rk, body, BasicProperties::default()).await
