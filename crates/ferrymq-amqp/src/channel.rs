@@ -21,7 +21,7 @@ use ferrymq_broker::vhost::{
 };
 use ferrymq_broker::Broker;
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// What a channel needs from its connection.
@@ -214,6 +214,7 @@ impl Channel {
                     ));
                 }
                 self.confirm = true;
+                self.sink.confirm.store(true, Ordering::Relaxed);
                 self.reply_unless(
                     ctx,
                     s.nowait,
@@ -512,6 +513,9 @@ impl Channel {
                     self.sink.set_global_prefetch(qos.prefetch_count as u32);
                 } else {
                     self.prefetch = qos.prefetch_count as u32;
+                    self.sink
+                        .prefetch_count
+                        .store(self.prefetch, Ordering::Relaxed);
                 }
                 self.reply(
                     ctx,
@@ -973,6 +977,7 @@ impl Channel {
                 }
                 if self.tx.is_none() {
                     self.tx = Some(Vec::new());
+                    self.sink.transactional.store(true, Ordering::Relaxed);
                 }
                 self.reply(
                     ctx,

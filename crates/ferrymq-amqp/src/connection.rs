@@ -511,10 +511,9 @@ impl Connection {
                         (0, 0),
                     ));
                 }
-                self.channels.insert(id, Channel::new(id, ctx));
-                self.info
-                    .channels
-                    .store(self.channels.len(), Ordering::Relaxed);
+                let ch = Channel::new(id, ctx);
+                self.info.channels.lock().insert(id, ch.sink.clone());
+                self.channels.insert(id, ch);
                 self.send(
                     id,
                     AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})),
@@ -524,9 +523,7 @@ impl Connection {
             AMQPClass::Channel(chan::AMQPMethod::Close(_)) => {
                 if let Some(mut ch) = self.channels.remove(&id) {
                     ch.shutdown(ctx);
-                    self.info
-                        .channels
-                        .store(self.channels.len(), Ordering::Relaxed);
+                    self.info.channels.lock().remove(&id);
                     self.send(
                         id,
                         AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})),
@@ -540,9 +537,7 @@ impl Connection {
                 if let Some(ch) = self.channels.get(&id) {
                     if ch.state == ChannelState::Closing {
                         self.channels.remove(&id);
-                        self.info
-                            .channels
-                            .store(self.channels.len(), Ordering::Relaxed);
+                        self.info.channels.lock().remove(&id);
                     }
                 }
                 Ok(())
@@ -813,6 +808,6 @@ impl Connection {
             }
             ctx.vhost.connection_closed(self.info.id);
         }
-        self.info.channels.store(0, Ordering::Relaxed);
+        self.info.channels.lock().clear();
     }
 }

@@ -45,6 +45,12 @@ pub struct ChannelSink {
     global_prefetch: AtomicU32,
     unacked_count: AtomicU32,
     cancel_notify: bool,
+    /// Per-consumer prefetch set by `basic.qos` (for management).
+    pub prefetch_count: AtomicU32,
+    /// Publisher confirms are on (for management).
+    pub confirm: AtomicBool,
+    /// The channel is transactional (for management).
+    pub transactional: AtomicBool,
 }
 
 impl ChannelSink {
@@ -69,6 +75,9 @@ impl ChannelSink {
             global_prefetch: AtomicU32::new(0),
             unacked_count: AtomicU32::new(0),
             cancel_notify,
+            prefetch_count: AtomicU32::new(0),
+            confirm: AtomicBool::new(false),
+            transactional: AtomicBool::new(false),
         }
     }
 
@@ -80,6 +89,11 @@ impl ChannelSink {
     /// Sets the channel-wide prefetch (`basic.qos` with global=true).
     pub fn set_global_prefetch(&self, n: u32) {
         self.global_prefetch.store(n, Ordering::Relaxed);
+    }
+
+    /// The channel-wide prefetch (0: none).
+    pub fn global_prefetch(&self) -> u32 {
+        self.global_prefetch.load(Ordering::Relaxed)
     }
 
     /// Whether a channel-wide prefetch is in force.

@@ -76,8 +76,8 @@ pub struct ConnectionInfo {
     pub vhost: Mutex<String>,
     /// Client properties from start-ok.
     pub client_properties: Mutex<FieldTable>,
-    /// Open channels.
-    pub channels: AtomicUsize,
+    /// Open channels, by number.
+    pub channels: Mutex<std::collections::BTreeMap<u16, Arc<crate::delivery::ChannelSink>>>,
     /// Bytes received.
     pub recv_oct: AtomicU64,
     /// Connect time, ms since the epoch.
@@ -110,7 +110,7 @@ impl ConnectionRegistry {
             user: Mutex::new(String::new()),
             vhost: Mutex::new(String::new()),
             client_properties: Mutex::new(FieldTable::default()),
-            channels: AtomicUsize::new(0),
+            channels: Default::default(),
             recv_oct: AtomicU64::new(0),
             connected_at: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)

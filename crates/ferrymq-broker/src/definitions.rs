@@ -29,6 +29,9 @@ pub struct Definitions {
     pub global_parameters: Vec<Value>,
     /// Policies.
     pub policies: Vec<Value>,
+    /// Operator policies (a FerryMQ addition; RabbitMQ's export leaves them out).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub operator_policies: Vec<Value>,
     /// Queues.
     pub queues: Vec<QueueDef>,
     /// Exchanges.

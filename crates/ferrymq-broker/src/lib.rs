@@ -10,6 +10,8 @@ pub mod error;
 pub mod exchange;
 pub mod json;
 pub mod message;
+pub mod parameters;
+pub mod policy;
 pub mod queue;
 pub mod queue_args;
 pub mod ready;
@@ -22,7 +24,10 @@ use definitions::{
 };
 use error::{AmqpError, Result};
 use exchange::Destination;
+use parameters::RuntimeParameters;
 use parking_lot::{Mutex, RwLock};
+use policy::{PolicyStore, Target};
+use queue::Queue;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,10 +56,15 @@ pub struct Broker {
     storage: Option<Storage>,
     save_lock: Mutex<()>,
     restoring: AtomicBool,
-    /// Runtime parameters and policies, kept verbatim for export and persistence
-    /// until the policy and federation modules own them.
-    pub kept_definitions: RwLock<Definitions>,
+    /// Policies and operator policies.
+    pub policies: PolicyStore,
+    /// Runtime and global parameters.
+    pub parameters: RuntimeParameters,
+    topology_listeners: RwLock<Vec<TopologyListener>>,
 }
+
+/// Called after queues, policies or parameters changed (federation reconciles its links).
+pub type TopologyListener = Arc<dyn Fn() + Send + Sync>;
 
 impl Broker {
     /// An empty in-memory broker (no vhosts, no users, nothing persisted).
@@ -72,7 +82,9 @@ impl Broker {
             storage,
             save_lock: Mutex::new(()),
             restoring: AtomicBool::new(false),
-            kept_definitions: RwLock::new(Definitions::default()),
+            policies: PolicyStore::default(),
+            parameters: RuntimeParameters::default(),
+            topology_listeners: RwLock::new(Vec::new()),
         })
     }
 
@@ -185,7 +197,6 @@ impl Broker {
 
     /// Exports definitions (all vhosts, or one), optionally only durable objects.
     pub fn export_definitions(&self, only_vhost: Option<&str>, durable_only: bool) -> Definitions {
-        let extra = self.kept_definitions.read().clone();
         let mut d = Definitions {
             rabbit_version: Some("3.10.8".into()),
             ferrymq_version: Some(env!("CARGO_PKG_VERSION").into()),
@@ -205,7 +216,12 @@ impl Broker {
                     limits: serde_json::Value::Null,
                 })
                 .collect();
-            d.global_parameters = extra.global_parameters.clone();
+            d.global_parameters = self
+                .parameters
+                .globals()
+                .iter()
+                .map(|(k, v)| parameters::global_json(k, v))
+                .collect();
         }
         let mut vhosts = self.vhosts();
         vhosts.sort_by(|a, b| a.name.cmp(&b.name));
@@ -281,19 +297,23 @@ impl Broker {
                 });
             }
         }
-        let in_scope =
-            |x: &serde_json::Value| want(x.get("vhost").and_then(|v| v.as_str()).unwrap_or("/"));
-        d.parameters = extra
+        d.parameters = self
             .parameters
+            .list(None, only_vhost)
             .iter()
-            .filter(|x| in_scope(x))
-            .cloned()
+            .map(|(k, v)| parameters::parameter_json(k, v))
             .collect();
-        d.policies = extra
+        d.policies = self
             .policies
+            .list(false, only_vhost)
             .iter()
-            .filter(|x| in_scope(x))
-            .cloned()
+            .map(|p| p.to_json())
+            .collect();
+        d.operator_policies = self
+            .policies
+            .list(true, only_vhost)
+            .iter()
+            .map(|p| p.to_json())
             .collect();
         d
     }
@@ -351,6 +371,46 @@ impl Broker {
                     b.source, b.destination, b.destination_type
                 ));
             }
+        }
+        let mut policies = Vec::new();
+        for (list, operator) in [(&d.policies, false), (&d.operator_policies, true)] {
+            for p in list {
+                let vhost = p.get("vhost").and_then(|v| v.as_str()).unwrap_or("/");
+                let name = p.get("name").and_then(|v| v.as_str()).unwrap_or_default();
+                if name.is_empty() {
+                    return Err(format!("policy without a name in vhost '{vhost}'"));
+                }
+                if !known_vhost(vhost) {
+                    return Err(format!("policy '{name}': vhost '{vhost}' does not exist"));
+                }
+                let (policy, ignored) = policy::Policy::parse(vhost, name, p, operator)
+                    .map_err(|e| format!("policy '{name}' in vhost '{vhost}': {e}"))?;
+                if !ignored.is_empty() {
+                    tracing::warn!("policy '{name}' in vhost '{vhost}': ignoring keys {ignored:?}");
+                }
+                policies.push((policy, operator));
+            }
+        }
+        let mut params = Vec::new();
+        for p in &d.parameters {
+            let field = |k: &str| {
+                p.get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let (c, v, n) = (field("component"), field("vhost"), field("name"));
+            let value = p.get("value").cloned().unwrap_or(serde_json::Value::Null);
+            if c.is_empty() || n.is_empty() {
+                return Err(format!("parameter without component or name: {p}"));
+            }
+            if !known_vhost(&v) {
+                return Err(format!("parameter '{n}' ({c}): vhost '{v}' does not exist"));
+            }
+            self.parameters
+                .validate(&c, &v, &n, &value, true)
+                .map_err(|e| format!("parameter '{n}' ({c}) in vhost '{v}': {e}"))?;
+            params.push((c, v, n, value));
         }
         for v in &d.vhosts {
             self.add_vhost(&v.name);
@@ -441,20 +501,23 @@ impl Broker {
                 );
             }
         }
-        {
-            let mut extra = self.kept_definitions.write();
-            merge_named(
-                &mut extra.parameters,
-                &d.parameters,
-                &["component", "vhost", "name"],
-            );
-            merge_named(
-                &mut extra.global_parameters,
-                &d.global_parameters,
-                &["name"],
-            );
-            merge_named(&mut extra.policies, &d.policies, &["vhost", "name"]);
+        for (p, operator) in policies {
+            self.policies.put(p, operator);
         }
+        for (c, v, n, value) in params {
+            self.parameters.put(&c, &v, &n, value);
+        }
+        for g in &d.global_parameters {
+            if let (Some(name), Some(value)) =
+                (g.get("name").and_then(|n| n.as_str()), g.get("value"))
+            {
+                self.parameters.put_global(name, value.clone());
+            }
+        }
+        for v in self.vhosts() {
+            self.reapply_policies(&v.name);
+        }
+        self.topology_changed();
         self.definitions_changed();
         Ok(())
     }
@@ -489,7 +552,10 @@ impl Broker {
             v.delete_queue_internal(&q.name);
         }
         self.permissions.write().retain(|(vh, _), _| vh != name);
+        self.policies.delete_vhost(name);
+        self.parameters.delete_vhost(name);
         self.definitions_changed();
+        self.topology_changed();
         Some(v)
     }
 
@@ -603,15 +669,97 @@ impl Broker {
             v.tick(now);
         }
     }
-}
 
-/// Replaces entries of `into` that have the same key fields as an entry of `from`, adds the rest.
-fn merge_named(into: &mut Vec<serde_json::Value>, from: &[serde_json::Value], keys: &[&str]) {
-    for item in from {
-        let same = |x: &serde_json::Value| keys.iter().all(|k| x.get(*k) == item.get(*k));
-        match into.iter_mut().find(|x| same(x)) {
-            Some(slot) => *slot = item.clone(),
-            None => into.push(item.clone()),
+    /// Adds or replaces a policy and applies it live. Returns the definition keys
+    /// FerryMQ ignores (kept, reported as a warning).
+    pub fn put_policy(
+        &self,
+        vhost: &str,
+        name: &str,
+        body: &serde_json::Value,
+        operator: bool,
+    ) -> std::result::Result<Vec<String>, String> {
+        let (policy, ignored) = policy::Policy::parse(vhost, name, body, operator)?;
+        if !ignored.is_empty() {
+            tracing::warn!("policy '{name}' in vhost '{vhost}': ignoring keys {ignored:?}");
+        }
+        self.policies.put(policy, operator);
+        self.policies_changed(vhost);
+        Ok(ignored)
+    }
+
+    /// Removes a policy; objects revert to their declared arguments.
+    pub fn delete_policy(&self, vhost: &str, name: &str, operator: bool) -> bool {
+        let existed = self.policies.delete(vhost, name, operator);
+        if existed {
+            self.policies_changed(vhost);
+        }
+        existed
+    }
+
+    fn policies_changed(&self, vhost: &str) {
+        self.reapply_policies(vhost);
+        self.definitions_changed();
+        self.topology_changed();
+    }
+
+    /// Re-evaluates which policy applies to every queue and exchange of a vhost.
+    pub fn reapply_policies(&self, vhost: &str) {
+        let Some(v) = self.vhost(vhost) else { return };
+        for q in v.queues() {
+            self.apply_policies_to_queue(&q);
+        }
+        for e in v.exchanges() {
+            self.apply_policies_to_exchange(vhost, &e);
+        }
+    }
+
+    /// Applies the matching policies to one queue.
+    pub fn apply_policies_to_queue(&self, q: &Arc<Queue>) {
+        q.apply_policies(self.policies.applied(&q.vhost_name, Target::Queue, &q.name));
+    }
+
+    /// Applies the matching policy to one exchange.
+    pub fn apply_policies_to_exchange(&self, vhost: &str, e: &exchange::Exchange) {
+        e.apply_policies(self.policies.applied(vhost, Target::Exchange, &e.name));
+    }
+
+    /// Validates and stores a runtime parameter of a registered component.
+    pub fn put_parameter(
+        &self,
+        component: &str,
+        vhost: &str,
+        name: &str,
+        value: serde_json::Value,
+    ) -> std::result::Result<(), String> {
+        self.parameters
+            .validate(component, vhost, name, &value, false)?;
+        self.parameters.put(component, vhost, name, value);
+        self.definitions_changed();
+        self.topology_changed();
+        Ok(())
+    }
+
+    /// Removes a runtime parameter; returns whether it existed.
+    pub fn delete_parameter(&self, component: &str, vhost: &str, name: &str) -> bool {
+        let existed = self.parameters.delete(component, vhost, name);
+        if existed {
+            self.definitions_changed();
+            self.topology_changed();
+        }
+        existed
+    }
+
+    /// Registers a callback run after queues, policies or parameters change.
+    pub fn on_topology_change(&self, listener: TopologyListener) {
+        self.topology_listeners.write().push(listener);
+    }
+
+    /// Tells the listeners that queues, policies or parameters changed.
+    pub fn topology_changed(&self) {
+        let listeners = self.topology_listeners.read().clone();
+        for l in listeners {
+            l();
         }
     }
 }

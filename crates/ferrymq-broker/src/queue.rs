@@ -7,6 +7,7 @@
 use crate::consumer::Consumer;
 use crate::error::{AmqpError, Result};
 use crate::message::{Message, QueuedMessage};
+use crate::policy::AppliedPolicies;
 use crate::queue_args::{Overflow, QueueArgs};
 use crate::ready::{self, ReadyList};
 use crate::store::{QueueStore, Recovered};
@@ -73,6 +74,8 @@ struct QueueState {
     last_used: Instant,
     had_consumers: bool,
     dead: Vec<(QueuedMessage, DeadReason)>,
+    /// Declared arguments merged with the policies that apply now.
+    args: Arc<QueueArgs>,
 }
 
 /// A queue in a vhost.
@@ -90,8 +93,10 @@ pub struct Queue {
     pub auto_delete: bool,
     /// Declared arguments as sent by the client.
     pub arguments: FieldTable,
-    /// Parsed arguments.
-    pub args: QueueArgs,
+    /// Parsed declare arguments (policies may override them; see [`Queue::effective_args`]).
+    pub declared_args: QueueArgs,
+    /// Names and definitions of the policy and operator policy that apply.
+    applied: parking_lot::RwLock<Arc<AppliedPolicies>>,
     /// Counters.
     pub stats: QueueStats,
     store: Option<QueueStore>,
@@ -146,12 +151,51 @@ impl Queue {
                 last_used: Instant::now(),
                 had_consumers: false,
                 dead: Vec::new(),
+                args: Arc::new(args.clone()),
             }),
             arguments,
-            args,
+            declared_args: args,
+            applied: Default::default(),
             stats: QueueStats::default(),
             deleted: AtomicBool::new(false),
         }
+    }
+
+    /// Declared arguments merged with the policies that apply now.
+    pub fn effective_args(&self) -> Arc<QueueArgs> {
+        self.state.lock().args.clone()
+    }
+
+    /// The policy and operator policy that apply now.
+    pub fn applied_policies(&self) -> Arc<AppliedPolicies> {
+        self.applied.read().clone()
+    }
+
+    /// Applies (or, with an empty value, removes) policies live. A tighter length
+    /// limit drops (or dead-letters) the oldest messages at once, as RabbitMQ does
+    /// for `drop-head`; TTL changes apply to messages enqueued from now on.
+    /// Returns whether the effective arguments changed.
+    pub fn apply_policies(self: &Arc<Self>, applied: AppliedPolicies) -> bool {
+        let args = crate::policy::effective_queue_args(&self.declared_args, &applied);
+        *self.applied.write() = Arc::new(applied);
+        let mut s = self.state.lock();
+        if *s.args == args {
+            return false;
+        }
+        s.args = Arc::new(args);
+        if s.args.overflow == Overflow::DropHead {
+            let (max_len, max_bytes) = (s.args.max_length, s.args.max_length_bytes);
+            while max_len.is_some_and(|m| s.ready.len() as u64 > m)
+                || max_bytes.is_some_and(|m| s.ready.bytes() > m)
+            {
+                match self.pop_oldest(&mut s) {
+                    Some(m) => s.dead.push((m, DeadReason::MaxLen)),
+                    None => break,
+                }
+            }
+        }
+        self.finish(s);
+        true
     }
 
     /// Whether the queue was deleted.
@@ -170,6 +214,16 @@ impl Queue {
         (s.ready.len(), s.unacked, s.ready.bytes(), s.consumers.len())
     }
 
+    /// Estimated bytes of RAM the queue's messages take: bodies held in memory plus
+    /// per-message bookkeeping; paged-out messages cost an 8-byte reference.
+    pub fn memory_estimate(&self) -> u64 {
+        let s = self.state.lock();
+        let (len, paged) = (s.ready.len() as u64, s.ready.paged_len() as u64);
+        let in_memory = len - paged.min(len);
+        let avg = s.ready.bytes().checked_div(len).unwrap_or(0);
+        in_memory * (avg + 160) + paged * 8 + s.unacked as u64 * 160
+    }
+
     /// Number of consumers.
     pub fn consumer_count(&self) -> usize {
         self.state.lock().consumers.len()
@@ -185,8 +239,8 @@ impl Queue {
         self.state.lock().last_used = Instant::now();
     }
 
-    fn expiry_for(&self, m: &Message) -> Option<Instant> {
-        let ttl = match (self.args.message_ttl, m.expiration_ms()) {
+    fn expiry_for(args: &QueueArgs, m: &Message) -> Option<Instant> {
+        let ttl = match (args.message_ttl, m.expiration_ms()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }?;
@@ -238,7 +292,7 @@ impl Queue {
             }
         };
         let qm = QueuedMessage {
-            expires_at: self.expiry_for(&message),
+            expires_at: Self::expiry_for(&s.args, &message),
             message,
             seq,
             redelivered: false,
@@ -257,7 +311,7 @@ impl Queue {
     pub fn restore(self: &Arc<Self>, recovered: Recovered) {
         let mut s = self.state.lock();
         s.ready.restore_paged(recovered.refs, recovered.bytes);
-        if self.args.max_priority.is_some() {
+        if self.declared_args.max_priority.is_some() {
             // Priority queues keep everything in memory, in their lanes.
             while s.ready.needs_refill() {
                 self.refill(&mut s);
@@ -279,7 +333,7 @@ impl Queue {
                 Ok(m) => {
                     let message = Arc::new(m);
                     s.ready.push_refilled(QueuedMessage {
-                        expires_at: self.expiry_for(&message),
+                        expires_at: Self::expiry_for(&s.args, &message),
                         message,
                         seq: ready::seq_of(loc),
                         redelivered,
@@ -306,8 +360,8 @@ impl Queue {
     /// Applies the length limits before a new message of `size` bytes goes in.
     /// Returns the overflow mode if the message must be refused.
     fn make_room(&self, s: &mut QueueState, size: u64) -> Option<Overflow> {
-        let max_len = self.args.max_length;
-        let max_bytes = self.args.max_length_bytes;
+        let max_len = s.args.max_length;
+        let max_bytes = s.args.max_length_bytes;
         if max_len.is_none() && max_bytes.is_none() {
             return None;
         }
@@ -318,7 +372,7 @@ impl Queue {
         if !over(s) {
             return None;
         }
-        match self.args.overflow {
+        match s.args.overflow {
             Overflow::DropHead => {
                 while over(s) {
                     match self.pop_oldest(s) {
@@ -402,14 +456,14 @@ impl Queue {
             }
             consumer.sink.deliver(self, &consumer, m);
         }
-        if self.args.message_ttl.is_some() {
+        if s.args.message_ttl.is_some() {
             self.expire_head(s, Instant::now());
         }
     }
 
     /// Chooses the next consumer: highest priority first, round-robin within a priority.
     fn pick_consumer(&self, s: &mut QueueState) -> Option<Arc<Consumer>> {
-        if self.args.single_active_consumer {
+        if self.declared_args.single_active_consumer {
             let c = s.consumers.first()?;
             return c.has_capacity().then(|| c.clone());
         }
@@ -623,10 +677,10 @@ impl Queue {
     /// queue has been unused long enough to be deleted.
     pub fn tick(self: &Arc<Self>, now: Instant) -> bool {
         let mut s = self.state.lock();
-        if self.args.message_ttl.is_some() || !s.ready.is_empty() {
+        if s.args.message_ttl.is_some() || !s.ready.is_empty() {
             self.expire_head(&mut s, now);
         }
-        let unused = match self.args.expires {
+        let unused = match s.args.expires {
             Some(ms) => {
                 s.consumers.is_empty()
                     && now.duration_since(s.last_used) >= Duration::from_millis(ms)

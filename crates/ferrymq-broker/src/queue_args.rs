@@ -49,6 +49,8 @@ pub struct QueueArgs {
     pub max_length_bytes: Option<u64>,
     /// `x-overflow`.
     pub overflow: Overflow,
+    /// Whether `x-overflow` was declared (a declared mode wins over a policy's).
+    pub overflow_declared: bool,
     /// `x-dead-letter-exchange`.
     pub dead_letter_exchange: Option<String>,
     /// `x-dead-letter-routing-key`.
@@ -94,6 +96,7 @@ impl QueueArgs {
                     })?;
                     args.overflow = Overflow::parse(&s)
                         .ok_or_else(|| invalid(format!("{{unknown_overflow_type,<<\"{s}\">>}}")))?;
+                    args.overflow_declared = true;
                 }
                 "x-dead-letter-exchange" => {
                     args.dead_letter_exchange = Some(as_string(value).ok_or_else(|| {

@@ -10,6 +10,7 @@ use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable};
 use parking_lot::RwLock;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -242,6 +243,9 @@ impl VHost {
                 ))
             })
             .clone();
+        if let Some(b) = self.broker.upgrade() {
+            b.apply_policies_to_exchange(&self.name, &ex);
+        }
         self.durable_changed(ex.durable);
         Ok(ex)
     }
@@ -357,6 +361,10 @@ impl VHost {
             q
         };
         q.restore(recovered);
+        if let Some(b) = self.broker.upgrade() {
+            b.apply_policies_to_queue(&q);
+            b.topology_changed();
+        }
         self.durable_changed(q.durable);
         Ok((q, true))
     }
@@ -469,6 +477,9 @@ impl VHost {
         }
         let n = q.delete();
         self.durable_changed(q.durable);
+        if let Some(b) = self.broker.upgrade() {
+            b.topology_changed();
+        }
         Some(n)
     }
 
@@ -614,9 +625,8 @@ impl VHost {
         }
         if !routed_any {
             if let Some(ae) = exchange
-                .alternate_exchange
-                .as_deref()
-                .and_then(|n| self.exchange(n))
+                .effective_alternate_exchange()
+                .and_then(|n| self.exchange(&n))
             {
                 self.route_from(&ae, routing_key, headers, out, visited);
             }
@@ -633,10 +643,12 @@ impl VHost {
     ) -> (PublishOutcome, Option<Message>) {
         targets.clear();
         self.route(exchange, &message.routing_key, message.headers(), targets);
+        exchange.publish_in.fetch_add(1, Ordering::Relaxed);
         let mut outcome = PublishOutcome::default();
         if targets.is_empty() {
             return (outcome, Some(message));
         }
+        exchange.publish_out.fetch_add(1, Ordering::Relaxed);
         let message = Arc::new(message);
         for q in targets.iter() {
             match q.publish(message.clone()) {
@@ -652,7 +664,8 @@ impl VHost {
 
     /// Republishes dead messages of `queue` to its dead-letter exchange.
     pub fn dead_letter(&self, queue: &Arc<Queue>, dead: Vec<(QueuedMessage, DeadReason)>) {
-        let Some(dlx_name) = queue.args.dead_letter_exchange.as_deref() else {
+        let args = queue.effective_args();
+        let Some(dlx_name) = args.dead_letter_exchange.as_deref() else {
             return;
         };
         let Some(dlx) = self.exchange(dlx_name) else {
@@ -661,8 +674,7 @@ impl VHost {
         let mut targets = Vec::new();
         for (qm, reason) in dead {
             let m = &qm.message;
-            let routing_key = queue
-                .args
+            let routing_key = args
                 .dead_letter_routing_key
                 .clone()
                 .unwrap_or_else(|| m.routing_key.clone());

@@ -21,6 +21,10 @@ pub struct Running {
     pub amqp: Arc<Shared>,
     /// Bound AMQP addresses (the first is the configured one).
     pub amqp_addrs: Vec<SocketAddr>,
+    /// Bound HTTP (management API) addresses.
+    pub http_addrs: Vec<SocketAddr>,
+    /// Management API state.
+    pub http: Arc<ferrymq_http::HttpState>,
     /// Resource alarm limits (changeable at runtime).
     pub limits: Arc<alarms::Limits>,
     tasks: Vec<JoinHandle<()>>,
@@ -127,6 +131,49 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
         disk_free_limit: cfg.disk_free_limit.into(),
         memory_limit: ((alarms::total_memory() as f64 * cfg.memory_high_watermark) as u64).into(),
     });
+    let limits_view = limits.clone();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    let http = Arc::new(ferrymq_http::HttpState {
+        broker: broker.clone(),
+        amqp: shared.clone(),
+        node_name: format!("ferrymq@{host}"),
+        started_at: std::time::Instant::now(),
+        listeners: Default::default(),
+        loopback_users: cfg.loopback_users.clone(),
+        rates: Default::default(),
+        data_dir: Some(cfg.data_dir.clone()),
+        limits: Arc::new(move || {
+            use std::sync::atomic::Ordering::Relaxed;
+            (
+                limits_view.disk_free_limit.load(Relaxed),
+                limits_view.memory_limit.load(Relaxed),
+            )
+        }),
+        federation: Default::default(),
+    });
+    for addr in &amqp_addrs {
+        http.listeners.write().push(ferrymq_http::ListenerInfo {
+            protocol: "amqp".into(),
+            addr: *addr,
+        });
+    }
+    let mut http_addrs = Vec::new();
+    for l in bind_all(&cfg.http_bind).await? {
+        let addr = l.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!("HTTP management API ready on http://{addr}/");
+        http_addrs.push(addr);
+        http.listeners.write().push(ferrymq_http::ListenerInfo {
+            protocol: "http".into(),
+            addr,
+        });
+        tasks.push(tokio::spawn(ferrymq_http::serve(l, http.clone())));
+    }
+    tasks.push(ferrymq_http::spawn_sampler(
+        http.clone(),
+        Duration::from_secs(5),
+    ));
     tasks.push(alarms::spawn_monitor(
         cfg.data_dir.clone(),
         limits.clone(),
@@ -137,6 +184,8 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
         broker,
         amqp: shared,
         amqp_addrs,
+        http_addrs,
+        http,
         limits,
         tasks,
     })

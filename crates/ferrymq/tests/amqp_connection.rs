@@ -360,7 +360,13 @@ fn binary_logs_listener_and_exits_on_sigterm() {
     use std::process::{Command, Stdio};
     let dir = std::env::temp_dir().join(format!("ferrymq-bin-{}", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferrymq"))
-        .args(["--amqp-bind", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "--amqp-bind",
+            "127.0.0.1:0",
+            "--http-bind",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(&dir)
         .env("FERRYMQ_LOG", "info")
         .stdout(Stdio::piped())

@@ -30,7 +30,13 @@ fn free_port() -> u16 {
 
 fn spawn(dir: &Path, port: u16) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferrymq"))
-        .args(["--amqp-bind", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "--amqp-bind",
+            &format!("127.0.0.1:{port}"),
+            "--http-bind",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir)
         .env("FERRYMQ_LOG", "info")
         .stdout(Stdio::piped())

@@ -8,10 +8,11 @@ mod direct;
 mod headers;
 mod topic;
 
+use crate::policy::AppliedPolicies;
 use crate::queue::Queue;
 use amq_protocol::types::FieldTable;
 use parking_lot::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use headers::HeadersMatch;
@@ -130,6 +131,12 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// `alternate-exchange` argument: where unroutable messages go.
     pub alternate_exchange: Option<String>,
+    /// The policy that applies, and the alternate exchange it names (an argument wins).
+    applied: RwLock<(Arc<AppliedPolicies>, Option<String>)>,
+    /// Messages published to this exchange.
+    pub publish_in: AtomicU64,
+    /// Messages this exchange routed to at least one queue.
+    pub publish_out: AtomicU64,
     bindings: RwLock<BindingSet>,
     deleted: AtomicBool,
 }
@@ -168,12 +175,38 @@ impl Exchange {
             internal,
             arguments,
             alternate_exchange,
+            applied: Default::default(),
+            publish_in: AtomicU64::new(0),
+            publish_out: AtomicU64::new(0),
             bindings: RwLock::new(BindingSet {
                 all: Vec::new(),
                 index,
             }),
             deleted: AtomicBool::new(false),
         }
+    }
+
+    /// Where unroutable messages go: the declared argument, else the policy's.
+    pub fn effective_alternate_exchange(&self) -> Option<String> {
+        if self.alternate_exchange.is_some() {
+            return self.alternate_exchange.clone();
+        }
+        self.applied.read().1.clone()
+    }
+
+    /// The policy that applies now.
+    pub fn applied_policies(&self) -> Arc<AppliedPolicies> {
+        self.applied.read().0.clone()
+    }
+
+    /// Applies (or removes) a policy live.
+    pub fn apply_policies(&self, applied: AppliedPolicies) {
+        let ae = applied
+            .policy
+            .as_ref()
+            .and_then(|p| p.string("alternate-exchange"))
+            .map(String::from);
+        *self.applied.write() = (Arc::new(applied), ae);
     }
 
     /// Adds a binding; returns false if an identical one already exists.

@@ -44,6 +44,7 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestBroker {
     ));
     let mut cfg = Config {
         amqp_bind: "127.0.0.1:0".into(),
+        http_bind: "127.0.0.1:0".into(),
         data_dir: dir.clone(),
         ..Config::default()
     };

@@ -1,0 +1,183 @@
+//! `/api/parameters` (runtime parameters such as federation upstreams) and
+//! `/api/global-parameters`.
+
+use super::{created_or_updated, no_content, JsonResult, St};
+use crate::auth::Caller;
+use crate::body::{require_object, JsonBody};
+use crate::error::{ApiError, ApiResult};
+use crate::listing::{respond, ListQuery};
+use axum::extract::{Path, Query};
+use axum::response::Response;
+use axum::Json;
+use ferrymq_broker::parameters::{global_json, parameter_json};
+use serde_json::Value;
+
+fn listed(st: &St, caller: &Caller, component: Option<&str>, vhost: Option<&str>) -> Vec<Value> {
+    st.0.broker
+        .parameters
+        .list(component, vhost)
+        .iter()
+        .filter(|(k, _)| caller.is_policymaker() && caller.sees_vhost(&st.0, &k.1))
+        .map(|(k, v)| parameter_json(k, v))
+        .collect()
+}
+
+/// `GET /api/parameters`.
+pub async fn list(st: St, caller: Caller, Query(q): Query<ListQuery>) -> JsonResult {
+    Ok(Json(respond(
+        listed(&st, &caller, None, None),
+        &q,
+        &["vhost", "name"],
+    )?))
+}
+
+/// `GET /api/parameters/{component}`.
+pub async fn list_component(
+    st: St,
+    caller: Caller,
+    Path(c): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> JsonResult {
+    Ok(Json(respond(
+        listed(&st, &caller, Some(&c), None),
+        &q,
+        &["vhost", "name"],
+    )?))
+}
+
+/// `GET /api/parameters/{component}/{vhost}`.
+pub async fn list_component_vhost(
+    st: St,
+    caller: Caller,
+    Path((c, v)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+) -> JsonResult {
+    if st.0.broker.vhost(&v).is_none() {
+        return Err(ApiError::not_found());
+    }
+    Ok(Json(respond(
+        listed(&st, &caller, Some(&c), Some(&v)),
+        &q,
+        &["name"],
+    )?))
+}
+
+/// `GET /api/parameters/{component}/{vhost}/{name}`.
+pub async fn show(
+    st: St,
+    caller: Caller,
+    Path((c, v, n)): Path<(String, String, String)>,
+) -> JsonResult {
+    caller.require_policymaker(&st.0, &v)?;
+    let value =
+        st.0.broker
+            .parameters
+            .get(&c, &v, &n)
+            .ok_or_else(ApiError::not_found)?;
+    Ok(Json(parameter_json(&(c, v, n), &value)))
+}
+
+/// `PUT /api/parameters/{component}/{vhost}/{name}`: `{"value": ...}`.
+pub async fn set(
+    st: St,
+    caller: Caller,
+    Path((c, v, n)): Path<(String, String, String)>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    require_object(&body)?;
+    if st.0.broker.vhost(&v).is_none() {
+        return Err(ApiError::not_found());
+    }
+    caller.require_policymaker(&st.0, &v)?;
+    let value = body
+        .get("value")
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("value is required"))?;
+    // rabbitmqadmin sends the value as a JSON string holding the object.
+    let value = match value {
+        Value::String(s) if s.trim_start().starts_with(['{', '[']) => serde_json::from_str(&s)
+            .map_err(|e| ApiError::bad_request(format!("value is not valid JSON: {e}")))?,
+        other => other,
+    };
+    let existed = st.0.broker.parameters.get(&c, &v, &n).is_some();
+    st.0.broker
+        .put_parameter(&c, &v, &n, value)
+        .map_err(ApiError::bad_request)?;
+    Ok(created_or_updated(!existed))
+}
+
+/// `DELETE /api/parameters/{component}/{vhost}/{name}`.
+pub async fn remove(
+    st: St,
+    caller: Caller,
+    Path((c, v, n)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    caller.require_policymaker(&st.0, &v)?;
+    if !st.0.broker.delete_parameter(&c, &v, &n) {
+        return Err(ApiError::not_found());
+    }
+    Ok(no_content())
+}
+
+/// `GET /api/global-parameters`.
+pub async fn globals(st: St, caller: Caller) -> JsonResult {
+    caller.require_admin()?;
+    let items =
+        st.0.broker
+            .parameters
+            .globals()
+            .iter()
+            .map(|(k, v)| global_json(k, v))
+            .collect();
+    Ok(Json(Value::Array(items)))
+}
+
+/// `GET /api/global-parameters/{name}`.
+pub async fn global(st: St, caller: Caller, Path(name): Path<String>) -> JsonResult {
+    caller.require_admin()?;
+    st.0.broker
+        .parameters
+        .globals()
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(k, v)| Json(global_json(k, v)))
+        .ok_or_else(ApiError::not_found)
+}
+
+/// `PUT /api/global-parameters/{name}`: `{"value": ...}`.
+pub async fn set_global(
+    st: St,
+    caller: Caller,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    require_object(&body)?;
+    let value = body
+        .get("value")
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("value is required"))?;
+    let existed =
+        st.0.broker
+            .parameters
+            .globals()
+            .iter()
+            .any(|(k, _)| *k == name);
+    st.0.broker.parameters.put_global(&name, value);
+    st.0.broker.definitions_changed();
+    Ok(created_or_updated(!existed))
+}
+
+/// `DELETE /api/global-parameters/{name}`.
+pub async fn remove_global(
+    st: St,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    if !st.0.broker.parameters.delete_global(&name) {
+        return Err(ApiError::not_found());
+    }
+    st.0.broker.definitions_changed();
+    Ok(no_content())
+}
