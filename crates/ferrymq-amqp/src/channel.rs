@@ -875,6 +875,12 @@ impl Channel {
             unacked: AtomicU32::new(0),
             connection_id: ctx.conn_id,
             channel_id: self.id,
+            stamp_identity: c
+                .arguments
+                .inner()
+                .get("x-ferrymq-identity")
+                .and_then(ferrymq_broker::args::as_bool)
+                .unwrap_or(false),
         });
         // The ledger knows the consumer before any delivery or server cancel can name it.
         self.sink.add_consumer(consumer.clone(), queue.clone());

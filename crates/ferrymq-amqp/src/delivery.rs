@@ -207,17 +207,33 @@ impl DeliverySink for ChannelSink {
         let mut l = self.ledger.lock();
         let tag = l.next_tag;
         l.next_tag += 1;
-        self.outbound.write(|b| {
-            wire::deliver(
-                b,
-                self.channel_id,
-                &consumer.tag,
-                tag,
-                message.redelivered,
-                &message.message,
-                self.frame_max,
-            )
-        });
+        if consumer.stamp_identity {
+            let id = ferrymq_broker::consumer::identity(queue.incarnation, message.seq);
+            self.outbound.write(|b| {
+                wire::deliver_with_header(
+                    b,
+                    self.channel_id,
+                    &consumer.tag,
+                    tag,
+                    message.redelivered,
+                    &message.message,
+                    self.frame_max,
+                    (ferrymq_broker::consumer::IDENTITY_HEADER, &id),
+                )
+            });
+        } else {
+            self.outbound.write(|b| {
+                wire::deliver(
+                    b,
+                    self.channel_id,
+                    &consumer.tag,
+                    tag,
+                    message.redelivered,
+                    &message.message,
+                    self.frame_max,
+                )
+            });
+        }
         if !consumer.no_ack {
             self.unacked_count.fetch_add(1, Ordering::Relaxed);
             l.unacked.push_back(Unacked {

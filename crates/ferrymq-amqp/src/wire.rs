@@ -82,6 +82,74 @@ pub fn deliver(
     content(buf, channel, message, frame_max);
 }
 
+/// Appends `basic.deliver` whose properties carry one more string header
+/// (`key` = `value`), spliced into the encoded properties without decoding them.
+#[allow(clippy::too_many_arguments)]
+pub fn deliver_with_header(
+    buf: &mut Vec<u8>,
+    channel: u16,
+    consumer_tag: &str,
+    delivery_tag: u64,
+    redelivered: bool,
+    message: &Message,
+    frame_max: usize,
+    header: (&str, &str),
+) {
+    let at = begin(buf, kind::METHOD, channel);
+    buf.extend_from_slice(&[0, 60, 0, 60]);
+    short_str(buf, consumer_tag);
+    buf.extend_from_slice(&delivery_tag.to_be_bytes());
+    buf.push(redelivered as u8);
+    short_str(buf, &message.exchange);
+    short_str(buf, &message.routing_key);
+    end(buf, at);
+    let at = begin(buf, kind::HEADER, channel);
+    buf.extend_from_slice(&60u16.to_be_bytes());
+    buf.extend_from_slice(&0u16.to_be_bytes());
+    buf.extend_from_slice(&(message.body.len() as u64).to_be_bytes());
+    properties_with_header(&message.raw_properties, header.0, header.1, buf);
+    end(buf, at);
+    let chunk = frame_max - FRAME_OVERHEAD;
+    for part in message.body.chunks(chunk) {
+        let at = begin(buf, kind::BODY, channel);
+        buf.extend_from_slice(part);
+        end(buf, at);
+    }
+}
+
+/// Writes encoded basic properties with a string header added: sets the headers
+/// flag and inserts a one-entry table, or appends the entry to the existing table.
+/// Basic properties use a single 16-bit flag word: content-type (bit 15) and
+/// content-encoding (bit 14) are short strings ahead of headers (bit 13).
+pub fn properties_with_header(raw: &[u8], key: &str, value: &str, out: &mut Vec<u8>) {
+    let mut entry = Vec::with_capacity(key.len() + value.len() + 6);
+    short_str(&mut entry, key);
+    entry.push(b'S');
+    entry.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    entry.extend_from_slice(value.as_bytes());
+    let flags = u16::from_be_bytes([raw[0], raw[1]]);
+    let mut pos = 2;
+    for bit in [15u16, 14] {
+        if flags & (1 << bit) != 0 {
+            pos += 1 + raw[pos] as usize;
+        }
+    }
+    if flags & (1 << 13) != 0 {
+        let len = u32::from_be_bytes(raw[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        out.extend_from_slice(&raw[..pos]);
+        out.extend_from_slice(&((len + entry.len()) as u32).to_be_bytes());
+        out.extend_from_slice(&raw[pos + 4..pos + 4 + len]);
+        out.extend_from_slice(&entry);
+        out.extend_from_slice(&raw[pos + 4 + len..]);
+    } else {
+        out.extend_from_slice(&(flags | (1 << 13)).to_be_bytes());
+        out.extend_from_slice(&raw[2..pos]);
+        out.extend_from_slice(&(entry.len() as u32).to_be_bytes());
+        out.extend_from_slice(&entry);
+        out.extend_from_slice(&raw[pos..]);
+    }
+}
+
 /// Appends `basic.get-ok` with its content.
 pub fn get_ok(
     buf: &mut Vec<u8>,
@@ -149,6 +217,51 @@ mod tests {
     use amq_protocol::frame::parse_frame;
     use amq_protocol::protocol::{basic, AMQPClass};
     use bytes::Bytes;
+
+    #[test]
+    fn header_splices_into_any_properties() {
+        use amq_protocol::types::{AMQPValue, FieldTable};
+        let mut existing = FieldTable::default();
+        existing.insert("a".into(), AMQPValue::LongString("b".into()));
+        let cases = [
+            basic::AMQPProperties::default(),
+            basic::AMQPProperties::default()
+                .with_content_type("text/plain".into())
+                .with_priority(4),
+            basic::AMQPProperties::default()
+                .with_content_encoding("gzip".into())
+                .with_headers(existing)
+                .with_message_id("m1".into()),
+        ];
+        for props in cases {
+            let raw = ferrymq_broker::message::encode_properties(&props);
+            let mut out = Vec::new();
+            properties_with_header(&raw, "x-id", "abc-1", &mut out);
+            let m = Message::from_wire(
+                String::new(),
+                String::new(),
+                Bytes::from(out),
+                Bytes::new(),
+                std::time::Instant::now(),
+            )
+            .expect("valid properties");
+            let got = m.properties();
+            let headers = got.headers().clone().expect("headers");
+            assert_eq!(
+                headers.inner().get("x-id"),
+                Some(&AMQPValue::LongString("abc-1".into()))
+            );
+            if let Some(h) = props.headers() {
+                for (k, v) in h.inner() {
+                    assert_eq!(headers.inner().get(k), Some(v));
+                }
+            }
+            assert_eq!(got.content_type(), props.content_type());
+            assert_eq!(got.content_encoding(), props.content_encoding());
+            assert_eq!(got.priority(), props.priority());
+            assert_eq!(got.message_id(), props.message_id());
+        }
+    }
 
     #[test]
     fn deliver_parses_back() {

@@ -39,6 +39,18 @@ pub struct Consumer {
     pub connection_id: u64,
     /// Channel number within the connection.
     pub channel_id: u16,
+    /// Deliveries carry the message's identity in an `x-ferrymq-id` header
+    /// (asked for with the consume argument `x-ferrymq-identity`; federation links
+    /// use it to drop redeliveries they already stored).
+    pub stamp_identity: bool,
+}
+
+/// Header that carries a message identity to consumers that asked for it.
+pub const IDENTITY_HEADER: &str = "x-ferrymq-id";
+
+/// A message's identity: the queue's incarnation and the message's sequence number.
+pub fn identity(incarnation: u64, seq: u64) -> String {
+    format!("{incarnation:016x}-{seq}")
 }
 
 impl Consumer {

@@ -99,6 +99,9 @@ pub struct Queue {
     applied: parking_lot::RwLock<Arc<AppliedPolicies>>,
     /// Counters.
     pub stats: QueueStats,
+    /// Random id of this queue's life (persisted with its store): with a message's
+    /// `seq` it names the message uniquely, for federation's duplicate removal.
+    pub incarnation: u64,
     store: Option<QueueStore>,
     state: Mutex<QueueState>,
     deleted: AtomicBool,
@@ -134,6 +137,10 @@ impl Queue {
         store: Option<QueueStore>,
     ) -> Self {
         let page_after = if store.is_some() { PAGE_AFTER } else { 0 };
+        let incarnation = store
+            .as_ref()
+            .map(|s| s.incarnation())
+            .unwrap_or_else(rand::random);
         Queue {
             store,
             vhost_name: vhost.name.clone(),
@@ -157,6 +164,7 @@ impl Queue {
             declared_args: args,
             applied: Default::default(),
             stats: QueueStats::default(),
+            incarnation,
             deleted: AtomicBool::new(false),
         }
     }

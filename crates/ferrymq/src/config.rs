@@ -61,6 +61,9 @@ pub struct Config {
     pub disk_free_limit: u64,
     /// Block publishers when the broker uses more than this fraction of the machine's memory.
     pub memory_high_watermark: f64,
+    /// Name shown to clients and recorded in federation's `x-received-from`
+    /// (default `ferrymq@HOST:AMQP_PORT`, unique per broker on a host).
+    pub cluster_name: Option<String>,
 }
 
 impl Default for Config {
@@ -73,6 +76,7 @@ impl Default for Config {
             frame_max: 131072,
             channel_max: 2047,
             heartbeat: 60,
+            cluster_name: None,
             max_message_size: 128 << 20,
             loopback_users: vec!["guest".into()],
             default_user: "guest".into(),

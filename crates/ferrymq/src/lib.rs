@@ -25,6 +25,8 @@ pub struct Running {
     pub http_addrs: Vec<SocketAddr>,
     /// Management API state.
     pub http: Arc<ferrymq_http::HttpState>,
+    /// Federation links.
+    pub federation: Arc<ferrymq_federation::Federation>,
     /// Resource alarm limits (changeable at runtime).
     pub limits: Arc<alarms::Limits>,
     tasks: Vec<JoinHandle<()>>,
@@ -33,6 +35,7 @@ pub struct Running {
 impl Running {
     /// Closes client connections (320 CONNECTION_FORCED) and stops the listeners.
     pub async fn shutdown(self) {
+        self.federation.stop_all();
         self.amqp
             .connections
             .close_all("broker forced connection closure with reason 'shutdown'");
@@ -45,6 +48,21 @@ impl Running {
             storage.durability.sync_now();
             storage.durability.stop();
         }
+    }
+}
+
+/// Shows federation's links through the management API.
+struct FederationLinks(Arc<ferrymq_federation::Federation>);
+
+impl ferrymq_http::FederationView for FederationLinks {
+    fn links(&self, vhost: Option<&str>) -> Vec<serde_json::Value> {
+        self.0.links_json(vhost)
+    }
+    fn restart(&self, vhost: &str, id: &str) -> bool {
+        self.0.restart(vhost, id)
+    }
+    fn metrics(&self) -> String {
+        self.0.metrics()
     }
 }
 
@@ -99,6 +117,18 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
     }
     tracing::info!("data directory {}", cfg.data_dir.display());
 
+    let amqp_listeners = bind_all(&cfg.amqp_bind).await?;
+    let mut amqp_addrs = Vec::new();
+    for l in &amqp_listeners {
+        amqp_addrs.push(l.local_addr().map_err(|e| e.to_string())?);
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    let cluster_name = cfg
+        .cluster_name
+        .clone()
+        .unwrap_or_else(|| format!("ferrymq@{host}:{}", amqp_addrs[0].port()));
     let shared = Shared::new(
         broker.clone(),
         AmqpConfig {
@@ -107,17 +137,22 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
             heartbeat: cfg.heartbeat,
             max_message_size: cfg.max_message_size,
             loopback_users: cfg.loopback_users.clone(),
+            cluster_name: cluster_name.clone(),
             ..Default::default()
         },
     );
     let mut tasks = Vec::new();
-    let mut amqp_addrs = Vec::new();
-    for l in bind_all(&cfg.amqp_bind).await? {
-        let addr = l.local_addr().map_err(|e| e.to_string())?;
+    for (l, addr) in amqp_listeners.into_iter().zip(&amqp_addrs) {
         tracing::info!("AMQP listener ready on {addr}");
-        amqp_addrs.push(addr);
         tasks.push(tokio::spawn(ferrymq_amqp::serve(shared.clone(), l)));
     }
+    let federation = ferrymq_federation::Federation::start(
+        &broker,
+        cluster_name,
+        format!("ferrymq@{host}"),
+        Some(cfg.data_dir.clone()),
+        shared.synced.clone(),
+    );
     // TTL expiry and x-expires run on a coarse tick; precise enough for both.
     let ticker = broker.clone();
     tasks.push(tokio::spawn(async move {
@@ -132,9 +167,6 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
         memory_limit: ((alarms::total_memory() as f64 * cfg.memory_high_watermark) as u64).into(),
     });
     let limits_view = limits.clone();
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into());
     let http = Arc::new(ferrymq_http::HttpState {
         broker: broker.clone(),
         amqp: shared.clone(),
@@ -151,7 +183,7 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
                 limits_view.memory_limit.load(Relaxed),
             )
         }),
-        federation: Default::default(),
+        federation: parking_lot::RwLock::new(Some(Arc::new(FederationLinks(federation.clone())))),
     });
     for addr in &amqp_addrs {
         http.listeners.write().push(ferrymq_http::ListenerInfo {
@@ -186,6 +218,7 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
         amqp_addrs,
         http_addrs,
         http,
+        federation,
         limits,
         tasks,
     })

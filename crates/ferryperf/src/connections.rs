@@ -9,9 +9,9 @@ use clap::Args;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::client::Connection;
 use crate::sys;
-use crate::uri::AmqpUri;
+use ferrymq_client::AmqpUri;
+use ferrymq_client::Connection;
 
 /// Options of `ferryperf connections`.
 #[derive(Args, Clone, Debug)]

@@ -10,7 +10,7 @@
 const MARKER: [u8; 8] = *b"FerryPrf";
 
 /// A body of `size` bytes laid out for [`read_stamp`]; the timestamp itself is written per
-/// batch by [`crate::client::PublishTemplate::append`].
+/// batch by [`ferrymq_client::PublishTemplate::append`].
 pub fn body(size: usize) -> Vec<u8> {
     let mut body = vec![0u8; size];
     if size >= 16 {

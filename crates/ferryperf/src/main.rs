@@ -10,12 +10,10 @@
 //! summary), `latency` (body timestamps and histogram), `connections` (idle-connection test),
 //! `uri`, `sys` (clock, CPU time, file limit).
 
-mod client;
 mod connections;
 mod latency;
 mod sys;
 mod throughput;
-mod uri;
 
 use std::process::ExitCode;
 

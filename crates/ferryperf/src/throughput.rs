@@ -21,10 +21,10 @@ use clap::Args;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::client::{short, Connection, PublishTemplate};
 use crate::latency::{self, Histogram};
 use crate::sys;
-use crate::uri::AmqpUri;
+use ferrymq_client::AmqpUri;
+use ferrymq_client::{short, Connection, PublishTemplate};
 pub use report::Report;
 
 /// Options of `ferryperf throughput`.

@@ -7,7 +7,7 @@ use crate::message::Message;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -94,6 +94,35 @@ pub struct RecoveryReport {
 pub struct QueueStore {
     shared: Arc<StoreShared>,
     durability: Arc<Durability>,
+    incarnation: u64,
+}
+
+/// Reads the store's incarnation id, creating it for a new store: a random id that
+/// lives as long as the store, so message identities (incarnation, seq) never repeat
+/// across a delete and re-create of a queue with the same name.
+fn incarnation(dir: &Path) -> io::Result<u64> {
+    let path = dir.join("incarnation");
+    match fs::read_to_string(&path) {
+        Ok(text) => u64::from_str_radix(text.trim(), 16).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let id: u64 = rand::random();
+            let tmp = dir.join("incarnation.tmp");
+            {
+                let mut f = File::create(&tmp)?;
+                f.write_all(format!("{id:016x}\n").as_bytes())?;
+                f.sync_all()?;
+            }
+            fs::rename(&tmp, &path)?;
+            File::open(dir)?.sync_all()?;
+            Ok(id)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn seg_path(dir: &Path, n: u32) -> PathBuf {
@@ -157,12 +186,18 @@ impl StoreShared {
 }
 
 impl QueueStore {
+    /// The store's incarnation id (stable across restarts).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
     /// Opens (or creates) the store in `dir` and reads back every unacked message.
     pub fn open(
         dir: PathBuf,
         durability: Arc<Durability>,
     ) -> io::Result<(QueueStore, Recovered, RecoveryReport)> {
         fs::create_dir_all(&dir)?;
+        let incarnation = incarnation(&dir)?;
         let mut report = RecoveryReport::default();
         let mut seg_ids: Vec<u32> = fs::read_dir(&dir)?
             .filter_map(|e| e.ok())
@@ -305,7 +340,15 @@ impl QueueStore {
             }),
         });
         report.messages = messages.len();
-        Ok((QueueStore { shared, durability }, messages, report))
+        Ok((
+            QueueStore {
+                shared,
+                durability,
+                incarnation,
+            },
+            messages,
+            report,
+        ))
     }
 
     /// Appends a message; returns its location and the epoch after which it is on disk.

@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{stopped, Shared};
-use crate::client::{close_parts, ids, Connection, FRAME_BODY, FRAME_HEADER, FRAME_METHOD};
 use crate::latency::{read_stamp, Histogram};
 use crate::sys;
+use ferrymq_client::{close_parts, ids, Connection, FRAME_BODY, FRAME_HEADER, FRAME_METHOD};
 
 /// A coalescing consumer is woken once this much has arrived...
 const LOW_WATER: usize = 32 * 1024;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::{stopped, Shared};
-use crate::client::{ids, Connection, FrameReader, PublishTemplate};
 use crate::sys::{self, Ticker};
+use ferrymq_client::{ids, Connection, FrameReader, PublishTemplate};
 
 /// How long a finished publisher waits for its outstanding confirms before counting them lost.
 const CONFIRM_GRACE: Duration = Duration::from_secs(5);

@@ -1,4 +1,4 @@
-//! A lean AMQP 0-9-1 client built for load generation.
+//! Connections, frames and publish templates of the lean client.
 //!
 //! Setup traffic (handshake, declares, qos, consume, confirm.select) goes through amq-protocol's
 //! generated codec, where clarity matters more than speed. The hot path never builds an
@@ -330,13 +330,25 @@ impl FrameWriter {
         encode_ack(&mut self.buf, channel, delivery_tag, multiple);
     }
 
+    /// Appends basic.nack.
+    pub fn push_nack(&mut self, channel: u16, delivery_tag: u64, multiple: bool, requeue: bool) {
+        let _ = self.push_method(
+            channel,
+            AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+                delivery_tag,
+                multiple,
+                requeue,
+            })),
+        );
+    }
+
     /// Appends connection.close (reply 200), the start of a polite goodbye.
     pub fn push_close(&mut self) -> io::Result<()> {
         self.push_method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
                 reply_code: 200,
-                reply_text: "ferryperf done".into(),
+                reply_text: "closing".into(),
                 class_id: 0,
                 method_id: 0,
             })),
@@ -382,6 +394,8 @@ pub struct Connection {
     reader: FrameReader,
     writer: FrameWriter,
     frame_max: u32,
+    /// What the broker said about itself in connection.start.
+    pub server_properties: FieldTable,
 }
 
 impl Connection {
@@ -389,6 +403,17 @@ impl Connection {
     /// disables heartbeats (a benchmark connection is never idle long, and a missed heartbeat
     /// under full load would abort the run), and opens the vhost.
     pub async fn open(uri: &AmqpUri, name: &str) -> io::Result<Self> {
+        Self::open_as(uri, name, "ferryperf").await
+    }
+
+    /// [`Connection::open`] with the product name the broker shows for this client.
+    pub async fn open_as(uri: &AmqpUri, name: &str, product: &str) -> io::Result<Self> {
+        if uri.tls {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "amqps:// (TLS) is not supported by this client yet",
+            ));
+        }
         let stream = TcpStream::connect(uri.address()).await?;
         // Latency runs send one small message at a time; Nagle would hold it back.
         stream.set_nodelay(true)?;
@@ -397,6 +422,7 @@ impl Connection {
             reader: FrameReader::new(r),
             writer: FrameWriter::new(w),
             frame_max: INITIAL_FRAME_MAX,
+            server_properties: FieldTable::default(),
         };
         conn.writer.buf.extend_from_slice(b"AMQP\x00\x00\x09\x01");
         conn.writer.flush().await?;
@@ -405,6 +431,7 @@ impl Connection {
             (0, AMQPClass::Connection(connection::AMQPMethod::Start(s))) => s,
             (_, other) => return Err(unexpected("connection.start", &other)),
         };
+        conn.server_properties = start.server_properties.clone();
         let mechanisms = String::from_utf8_lossy(start.mechanisms.as_bytes()).into_owned();
         if !mechanisms.split_whitespace().any(|m| m == "PLAIN") {
             return Err(protocol_error(format!(
@@ -415,7 +442,7 @@ impl Connection {
         conn.writer.push_method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-                client_properties: client_properties(name),
+                client_properties: client_properties(name, product),
                 mechanism: "PLAIN".into(),
                 response: LongString::from(response),
                 locale: "en_US".into(),
@@ -554,7 +581,7 @@ pub fn short(s: &str) -> io::Result<ShortString> {
     ShortString::try_new(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
-fn client_properties(name: &str) -> FieldTable {
+fn client_properties(name: &str, product: &str) -> FieldTable {
     let mut caps = FieldTable::default();
     for cap in [
         "publisher_confirms",
@@ -567,7 +594,7 @@ fn client_properties(name: &str) -> FieldTable {
     }
     let mut props = FieldTable::default();
     let text = |s: &str| AMQPValue::LongString(LongString::from(s));
-    props.insert("product".into(), text("ferryperf"));
+    props.insert("product".into(), text(product));
     props.insert("version".into(), text(env!("CARGO_PKG_VERSION")));
     props.insert("platform".into(), text("Rust/tokio"));
     props.insert("connection_name".into(), text(name));
@@ -630,6 +657,11 @@ impl PublishTemplate {
     /// Encoded size of one message (all three frame kinds).
     pub fn len(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// Never true: a template always holds the three frames of a message.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
     }
 
     /// Appends `n` copies, writing `stamp` (little-endian) into the first 8 body bytes of each.

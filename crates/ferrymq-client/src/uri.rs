@@ -19,6 +19,10 @@ pub struct AmqpUri {
     pub password: String,
     /// Virtual host, percent-decoded (`%2F` is `/`).
     pub vhost: String,
+    /// `amqps://`: TLS.
+    pub tls: bool,
+    /// Query parameters (`heartbeat`, `cacertfile`, `verify`, …), percent-decoded.
+    pub query: Vec<(String, String)>,
 }
 
 impl AmqpUri {
@@ -26,10 +30,20 @@ impl AmqpUri {
     pub fn parse(uri: &str) -> io::Result<Self> {
         let invalid =
             |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{uri}: {why}"));
-        let rest = uri
-            .strip_prefix("amqp://")
-            .ok_or_else(|| invalid("only amqp:// URIs are supported"))?;
-        let rest = rest.split(['?', '#']).next().unwrap_or_default();
+        let (tls, rest) = if let Some(r) = uri.strip_prefix("amqp://") {
+            (false, r)
+        } else if let Some(r) = uri.strip_prefix("amqps://") {
+            (true, r)
+        } else {
+            return Err(invalid("the scheme must be amqp:// or amqps://"));
+        };
+        let rest = rest.split('#').next().unwrap_or_default();
+        let (rest, query_text) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut query = Vec::new();
+        for pair in query_text.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            query.push((percent_decode(k)?, percent_decode(v)?));
+        }
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (userinfo, hostport) = match authority.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
@@ -53,8 +67,12 @@ impl AmqpUri {
         };
         let port = match port {
             Some(p) => p.parse().map_err(|_| invalid("bad port"))?,
+            None if tls => 5671,
             None => 5672,
         };
+        if host.contains(['/', ' ']) {
+            return Err(invalid("bad host"));
+        }
         let host = if host.is_empty() { "localhost" } else { host };
         // An empty path means the default vhost, as most clients read it.
         let vhost = if path.is_empty() {
@@ -68,7 +86,32 @@ impl AmqpUri {
             user,
             password,
             vhost,
+            tls,
+            query,
         })
+    }
+
+    /// A query parameter.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The URI without credentials, for status pages and logs.
+    pub fn redacted(&self) -> String {
+        let scheme = if self.tls { "amqps" } else { "amqp" };
+        let vhost: String = self
+            .vhost
+            .bytes()
+            .map(|b| match b {
+                b'/' => "%2F".to_string(),
+                b'%' => "%25".to_string(),
+                _ => (b as char).to_string(),
+            })
+            .collect();
+        format!("{scheme}://{}/{vhost}", self.address())
     }
 
     /// `host:port`, bracketing IPv6 literals, for `TcpStream::connect`.
@@ -125,6 +168,15 @@ mod tests {
         assert_eq!((u.user.as_str(), u.vhost.as_str()), ("guest", "/"));
         assert_eq!(u.address(), "[::1]:5672");
         assert_eq!(AmqpUri::parse("amqp://h/prod").unwrap().vhost, "prod");
-        assert!(AmqpUri::parse("amqps://h").is_err());
+        let s = AmqpUri::parse("amqps://u:p@h/v?verify=verify_none&heartbeat=5").unwrap();
+        assert!(s.tls);
+        assert_eq!(s.port, 5671);
+        assert_eq!(s.param("verify"), Some("verify_none"));
+        assert_eq!(s.redacted(), "amqps://h:5671/v");
+        assert!(AmqpUri::parse("http://h").is_err());
+        assert_eq!(
+            AmqpUri::parse("amqp://u:secret@h/%2F").unwrap().redacted(),
+            "amqp://h:5672/%2F"
+        );
     }
 }
