@@ -46,11 +46,22 @@ fn short_str(buf: &mut Vec<u8>, s: &str) {
 
 /// Appends the content header and body frames of `message`.
 pub fn content(buf: &mut Vec<u8>, channel: u16, message: &Message, frame_max: usize) {
+    content_with_properties(buf, channel, message, &message.raw_properties, frame_max);
+}
+
+/// Appends the content header (with `properties`, already encoded) and body frames.
+fn content_with_properties(
+    buf: &mut Vec<u8>,
+    channel: u16,
+    message: &Message,
+    properties: &[u8],
+    frame_max: usize,
+) {
     let at = begin(buf, kind::HEADER, channel);
     buf.extend_from_slice(&60u16.to_be_bytes());
     buf.extend_from_slice(&0u16.to_be_bytes());
     buf.extend_from_slice(&(message.body.len() as u64).to_be_bytes());
-    buf.extend_from_slice(&message.raw_properties);
+    buf.extend_from_slice(properties);
     end(buf, at);
     let chunk = frame_max - FRAME_OVERHEAD;
     for part in message.body.chunks(chunk) {
@@ -58,6 +69,25 @@ pub fn content(buf: &mut Vec<u8>, channel: u16, message: &Message, frame_max: us
         buf.extend_from_slice(part);
         end(buf, at);
     }
+}
+
+/// Appends the `basic.deliver` method frame alone.
+fn deliver_method(
+    buf: &mut Vec<u8>,
+    channel: u16,
+    consumer_tag: &str,
+    delivery_tag: u64,
+    redelivered: bool,
+    message: &Message,
+) {
+    let at = begin(buf, kind::METHOD, channel);
+    buf.extend_from_slice(&[0, 60, 0, 60]);
+    short_str(buf, consumer_tag);
+    buf.extend_from_slice(&delivery_tag.to_be_bytes());
+    buf.push(redelivered as u8);
+    short_str(buf, &message.exchange);
+    short_str(buf, &message.routing_key);
+    end(buf, at);
 }
 
 /// Appends `basic.deliver` with its content.
@@ -71,14 +101,14 @@ pub fn deliver(
     message: &Message,
     frame_max: usize,
 ) {
-    let at = begin(buf, kind::METHOD, channel);
-    buf.extend_from_slice(&[0, 60, 0, 60]);
-    short_str(buf, consumer_tag);
-    buf.extend_from_slice(&delivery_tag.to_be_bytes());
-    buf.push(redelivered as u8);
-    short_str(buf, &message.exchange);
-    short_str(buf, &message.routing_key);
-    end(buf, at);
+    deliver_method(
+        buf,
+        channel,
+        consumer_tag,
+        delivery_tag,
+        redelivered,
+        message,
+    );
     content(buf, channel, message, frame_max);
 }
 
@@ -95,26 +125,17 @@ pub fn deliver_with_header(
     frame_max: usize,
     header: (&str, &str),
 ) {
-    let at = begin(buf, kind::METHOD, channel);
-    buf.extend_from_slice(&[0, 60, 0, 60]);
-    short_str(buf, consumer_tag);
-    buf.extend_from_slice(&delivery_tag.to_be_bytes());
-    buf.push(redelivered as u8);
-    short_str(buf, &message.exchange);
-    short_str(buf, &message.routing_key);
-    end(buf, at);
-    let at = begin(buf, kind::HEADER, channel);
-    buf.extend_from_slice(&60u16.to_be_bytes());
-    buf.extend_from_slice(&0u16.to_be_bytes());
-    buf.extend_from_slice(&(message.body.len() as u64).to_be_bytes());
-    properties_with_header(&message.raw_properties, header.0, header.1, buf);
-    end(buf, at);
-    let chunk = frame_max - FRAME_OVERHEAD;
-    for part in message.body.chunks(chunk) {
-        let at = begin(buf, kind::BODY, channel);
-        buf.extend_from_slice(part);
-        end(buf, at);
-    }
+    deliver_method(
+        buf,
+        channel,
+        consumer_tag,
+        delivery_tag,
+        redelivered,
+        message,
+    );
+    let mut properties = Vec::with_capacity(message.raw_properties.len() + 64);
+    properties_with_header(&message.raw_properties, header.0, header.1, &mut properties);
+    content_with_properties(buf, channel, message, &properties, frame_max);
 }
 
 /// Writes encoded basic properties with a string header added: sets the headers
