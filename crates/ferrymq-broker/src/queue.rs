@@ -232,6 +232,18 @@ impl Queue {
         in_memory * (avg + 160) + paged * 8 + s.unacked as u64 * 160
     }
 
+    /// The newest `n` ready messages (read back from the store if paged out), for
+    /// federation to learn which messages a link stored before a crash.
+    pub fn newest_ready(&self, n: usize) -> Vec<Arc<Message>> {
+        let (in_memory, paged) = self.state.lock().ready.newest(n);
+        let mut out: Vec<Arc<Message>> = in_memory.into_iter().map(|m| m.message).collect();
+        if let Some(store) = &self.store {
+            let locs: Vec<_> = paged.iter().map(|r| ready::unpack(*r).0).collect();
+            out.extend(store.read_batch(&locs).into_iter().flatten().map(Arc::new));
+        }
+        out
+    }
+
     /// Number of consumers.
     pub fn consumer_count(&self) -> usize {
         self.state.lock().consumers.len()

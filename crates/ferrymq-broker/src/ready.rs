@@ -54,6 +54,17 @@ impl ReadyList {
         (m.message.priority() as usize).min(self.lanes.len() - 1)
     }
 
+    /// The newest `n` ready messages: those in memory, and references of paged ones.
+    pub fn newest(&self, n: usize) -> (Vec<QueuedMessage>, Vec<u64>) {
+        let paged: Vec<u64> = self.paged.iter().rev().take(n).copied().collect();
+        let rest = n - paged.len();
+        let mut in_memory = Vec::new();
+        for lane in &self.lanes {
+            in_memory.extend(lane.iter().rev().take(rest).cloned());
+        }
+        (in_memory, paged)
+    }
+
     /// Number of ready messages.
     pub fn len(&self) -> usize {
         self.mem_len + self.paged.len()

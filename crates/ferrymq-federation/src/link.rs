@@ -40,6 +40,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The channel the link uses on its upstream connection.
 const CH: u16 = 1;
+/// Key of a message's identity in the `x-received-from` entry a link adds.
+const IDENTITY_KEY: &str = "ferrymq-id";
 
 /// What the supervisor tells a running link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -93,6 +95,7 @@ pub async fn run(
         }),
         None => DedupWindow::in_memory(capacity),
     };
+    seed_from_queue(&cfg, &mut dedup);
     let base_delay = Duration::from_secs_f64(cfg.upstream.reconnect_delay);
     let mut delay = base_delay;
     let mut uri_index = 0usize;
@@ -115,11 +118,11 @@ pub async fn run(
         let failure = match opened {
             Ok(Ok(conn)) => {
                 status.established(uri.redacted());
-                let started = Instant::now();
-                let end = Session::new(&cfg, &status, uri, &mut dedup, synced.clone())
+                let (end, consumed) = Session::new(&cfg, &status, uri, &mut dedup, synced.clone())
                     .run(conn, &mut control)
                     .await;
-                if started.elapsed() > Duration::from_secs(10) {
+                // Back off only while connections fail; a link that worked retries promptly.
+                if consumed {
                     delay = base_delay;
                 }
                 match end {
@@ -193,6 +196,8 @@ struct Session<'a> {
     incoming: Option<Incoming>,
     /// Stored messages not yet acknowledged upstream: (tag, durability epoch, identity).
     pending: VecDeque<(u64, u64, Option<String>)>,
+    /// The channel is set up (the upstream queue exists).
+    setup_done: bool,
 }
 
 impl<'a> Session<'a> {
@@ -216,10 +221,49 @@ impl<'a> Session<'a> {
             hold_until: None,
             incoming: None,
             pending: VecDeque::new(),
+            setup_done: false,
         }
     }
 
-    async fn run(mut self, mut conn: Connection, control: &mut watch::Receiver<Control>) -> End {
+    /// Runs the session; returns how it ended and whether it got as far as consuming.
+    async fn run(
+        mut self,
+        conn: Connection,
+        control: &mut watch::Receiver<Control>,
+    ) -> (End, bool) {
+        let end = self.serve(conn, control).await;
+        self.retire_pending().await;
+        (end, self.setup_done)
+    }
+
+    /// After a session: messages stored but not yet acknowledged will be redelivered
+    /// by the upstream; once they are durable, their identities join the window so the
+    /// redeliveries are dropped.
+    async fn retire_pending(&mut self) {
+        let Some(last_epoch) = self.pending.iter().map(|p| p.1).max() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        while *self.synced.borrow() < last_epoch {
+            if tokio::time::timeout_at(deadline, self.synced.changed())
+                .await
+                .is_err()
+            {
+                tracing::warn!("federation link {}: store did not sync in time; redeliveries may be stored twice", self.status.id);
+                break;
+            }
+        }
+        for (_, _, id) in self.pending.drain(..) {
+            if let Some(id) = id {
+                self.dedup.insert(&id);
+            }
+        }
+        if let Err(e) = self.dedup.sync() {
+            tracing::warn!("federation link {}: {e}", self.status.id);
+        }
+    }
+
+    async fn serve(&mut self, mut conn: Connection, control: &mut watch::Receiver<Control>) -> End {
         self.upstream_cluster = match conn.server_properties.inner().get("cluster_name") {
             Some(AMQPValue::LongString(s)) => s.to_string(),
             Some(AMQPValue::ShortString(s)) => s.to_string(),
@@ -229,6 +273,7 @@ impl<'a> Session<'a> {
             return End::Failed(e);
         }
         let (mut reader, mut writer) = conn.into_parts();
+        self.setup_done = true;
         self.status.set(State::Paused, None);
         let seen_restart = control.borrow().restart;
         let mut tick = tokio::time::interval(DEMAND_POLL);
@@ -477,6 +522,14 @@ impl<'a> Session<'a> {
             "cluster-name".into(),
             AMQPValue::LongString(LongString::from(self.upstream_cluster.clone())),
         );
+        if let Some(id) = &identity {
+            // Kept with the stored message, so a restart can tell which messages this
+            // link stored even if their identities never reached the window's file.
+            entry.insert(
+                IDENTITY_KEY.into(),
+                AMQPValue::LongString(LongString::from(id.clone())),
+            );
+        }
         hops.push(AMQPValue::FieldTable(entry));
         table.insert(
             "x-received-from".into(),
@@ -582,6 +635,35 @@ impl<'a> Session<'a> {
         }
         let _ = writer.flush().await;
         let _ = ferrymq_client::close_parts(reader, writer).await;
+    }
+}
+
+/// Adds to the window the identities of the newest messages this link stored that are
+/// still in the local queue. A crash between storing a message and recording its
+/// identity would otherwise let the upstream's redelivery in as a second copy.
+fn seed_from_queue(cfg: &LinkConfig, dedup: &mut DedupWindow) {
+    let window = cfg.upstream.prefetch_count as usize * 2;
+    let mut found = 0;
+    for m in cfg.queue.newest_ready(window) {
+        let Some(headers) = m.headers() else { continue };
+        let Some(AMQPValue::FieldArray(hops)) = headers.inner().get("x-received-from") else {
+            continue;
+        };
+        if let Some(AMQPValue::FieldTable(last)) = hops.as_slice().last() {
+            if let Some(AMQPValue::LongString(id)) = last.inner().get(IDENTITY_KEY) {
+                dedup.insert(&id.to_string());
+                found += 1;
+            }
+        }
+    }
+    tracing::info!(
+        "federation link on {}: {found} stored identities found among the newest messages",
+        cfg.queue.name
+    );
+    if found > 0 {
+        if let Err(e) = dedup.sync() {
+            tracing::warn!("federation link on {}: {e}", cfg.queue.name);
+        }
     }
 }
 

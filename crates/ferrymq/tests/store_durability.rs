@@ -2,83 +2,15 @@
 //! repeated SIGKILL under a confirming publisher, and damaged segment tails.
 
 mod common;
+use common::process::*;
 use common::*;
 use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// A broker process on a fixed data dir.
-struct Proc {
-    child: Child,
-    port: u16,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn(dir: &Path, port: u16) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrymq"))
-        .args([
-            "--amqp-bind",
-            &format!("127.0.0.1:{port}"),
-            "--http-bind",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("FERRYMQ_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = BufReader::new(child.stdout.take().unwrap());
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in out.lines().map_while(Result::ok) {
-            if line.contains("AMQP listener ready") {
-                let _ = tx.send(());
-            }
-            sink.lock().unwrap().push(line);
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("broker ready");
-    Proc { child, port, log }
-}
-
-impl Proc {
-    fn uri(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
-    }
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-    fn term(mut self) {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        self.child.wait().unwrap();
-    }
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ferrymq-dur-{name}-{}", std::process::id()));

@@ -2,6 +2,8 @@
 //! ephemeral port and small lapin conveniences.
 #![allow(dead_code)]
 
+pub mod process;
+
 use ferrymq::config::Config;
 use futures_lite::StreamExt;
 use lapin::options::*;
@@ -69,6 +71,28 @@ fn rand_suffix() -> u64 {
 }
 
 impl TestBroker {
+    /// Port of the management API.
+    pub fn http_port(&self) -> u16 {
+        self.running.http_addrs[0].port()
+    }
+
+    /// A management API request as guest; returns the status and the JSON body (Null if empty).
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        http(
+            self.http_port(),
+            method,
+            path,
+            body,
+            Some(("guest", "guest")),
+        )
+        .await
+    }
+
     /// amqp URI for `user:pass` on vhost `/`.
     pub fn uri(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
@@ -237,4 +261,79 @@ pub fn read_frame(s: &mut TcpStream) -> (u8, u16, Vec<u8>) {
     s.read_exact(&mut p).unwrap();
     p.pop();
     (h[0], u16::from_be_bytes([h[1], h[2]]), p)
+}
+
+/// A minimal HTTP/1.1 client for the management API (one request per connection).
+pub async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+    auth: Option<(&str, &str)>,
+) -> (u16, serde_json::Value) {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    if let Some((u, p)) = auth {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        req.push_str(&format!("Authorization: Basic {token}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to HTTP");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let payload = if chunked {
+        let mut out = String::new();
+        let mut r = rest;
+        while let Some((size, tail)) = r.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            r = &tail[n + 2..];
+        }
+        out
+    } else {
+        rest.to_string()
+    };
+    let json = if payload.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload))
+    };
+    (status, json)
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `secs` pass.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,0 +1,870 @@
+//! Queue federation between real FerryMQ brokers over loopback: lazy links,
+//! pull only on demand, ack modes, headers, loop safety, reconnects, link cuts
+//! through a TCP proxy and a SIGKILL of the downstream mid-transfer.
+
+mod common;
+use common::process::*;
+use common::*;
+use futures_lite::StreamExt;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(2)
+}
+
+/// Publishes `bodies` to `queue` with confirms.
+async fn publish_confirmed(ch: &Channel, queue: &str, bodies: impl IntoIterator<Item = String>) {
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .ok();
+    for b in bodies {
+        ch.basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            b.as_bytes(),
+            persistent(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+}
+
+/// Points `downstream` at `upstream` (upstream name `up`) with extra settings.
+async fn add_upstream(downstream: &TestBroker, name: &str, upstream_port: u16, extra: Value) {
+    let mut value = json!({"uri": format!("amqp://guest:guest@127.0.0.1:{upstream_port}"), "reconnect-delay": 0.2});
+    for (k, v) in extra.as_object().unwrap() {
+        value[k] = v.clone();
+    }
+    let (code, body) = downstream
+        .api(
+            "PUT",
+            &format!("/api/parameters/federation-upstream/%2F/{name}"),
+            Some(json!({"value": value})),
+        )
+        .await;
+    assert!(code == 201 || code == 204, "{code} {body}");
+}
+
+async fn federate(downstream: &TestBroker, pattern: &str, definition: Value) {
+    let (code, body) = downstream
+        .api(
+            "PUT",
+            "/api/policies/%2F/federate",
+            Some(json!({"pattern": pattern, "definition": definition, "apply-to": "queues"})),
+        )
+        .await;
+    assert!(code == 201 || code == 204, "{code} {body}");
+}
+
+async fn links(b: &TestBroker) -> Vec<Value> {
+    let (code, body) = b.api("GET", "/api/federation-links", None).await;
+    assert_eq!(code, 200, "{body}");
+    body.as_array().unwrap().clone()
+}
+
+async fn link_for(b: &TestBroker, queue: &str) -> Option<Value> {
+    links(b).await.into_iter().find(|l| l["queue"] == queue)
+}
+
+async fn wait_status(b: &TestBroker, queue: &str, status: &str) -> Value {
+    eventually(15, &format!("link of {queue} {status}"), || async {
+        link_for(b, queue).await.filter(|l| l["status"] == status)
+    })
+    .await
+}
+
+async fn depth(b: &TestBroker, queue: &str) -> u64 {
+    let (_, q) = b
+        .api("GET", &format!("/api/queues/%2F/{queue}"), None)
+        .await;
+    q["messages"].as_u64().unwrap_or(0)
+}
+
+/// Consumes `n` messages, acking each; returns their bodies.
+async fn consume_n(ch: &Channel, queue: &str, n: usize, prefetch: u16) -> Vec<String> {
+    ch.basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} messages arrived", out.len()))
+            .unwrap()
+            .unwrap();
+        out.push(String::from_utf8(d.data.clone()).unwrap());
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    out
+}
+
+#[tokio::test]
+async fn seed_scenario_links_are_lazy_pull_on_demand_and_move_everything_once() {
+    let a = start().await;
+    let b = start().await;
+    let (_ca, cha) = a.channel().await;
+    for q in ["metric.cpu", "metric.memory"] {
+        declare_durable(&cha, q).await.unwrap();
+        publish_confirmed(&cha, q, (0..300).map(|i| format!("a-{i}"))).await;
+    }
+    add_upstream(&b, "old", a.port, json!({})).await;
+    federate(&b, "^metric\\.", json!({"federation-upstream-set": "all"})).await;
+    assert!(
+        links(&b).await.is_empty(),
+        "no link before the downstream queues exist"
+    );
+    let (_cb, chb) = b.channel().await;
+    for q in ["metric.cpu", "metric.memory"] {
+        declare_durable(&chb, q).await.unwrap();
+    }
+    let l = wait_status(&b, "metric.cpu", "paused").await;
+    assert_eq!(l["upstream"], "old");
+    assert_eq!(l["type"], "queue");
+    assert!(l["established_at"].is_string());
+    assert!(
+        !l["uri"].as_str().unwrap().contains("guest"),
+        "no credentials in {l}"
+    );
+    wait_status(&b, "metric.memory", "paused").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        depth(&a, "metric.cpu").await,
+        300,
+        "nothing moves without a consumer"
+    );
+    assert_eq!(depth(&b, "metric.cpu").await, 0);
+
+    // Live producers on the upstream while consumers move to the downstream.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut producers = Vec::new();
+    for q in ["metric.cpu", "metric.memory"] {
+        let (stop, uri) = (stop.clone(), a.uri());
+        producers.push(tokio::spawn(async move {
+            let conn = lapin::Connection::connect(&uri, Default::default())
+                .await
+                .unwrap();
+            let ch = conn.create_channel().await.unwrap();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) && i < 2000 {
+                publish_confirmed(&ch, q, [format!("live-{i}")]).await;
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            i
+        }));
+    }
+    let mut consumers = Vec::new();
+    for q in ["metric.cpu", "metric.memory"] {
+        let (_c, ch) = b.channel().await;
+        consumers.push((q, _c, ch));
+    }
+    let mut received: HashMap<&str, Vec<String>> = HashMap::new();
+    let mut tasks = Vec::new();
+    for (q, conn, ch) in consumers {
+        tasks.push(tokio::spawn(async move {
+            let _keep = conn;
+            ch.basic_qos(50, BasicQosOptions::default()).await.unwrap();
+            let mut consumer = ch
+                .basic_consume(
+                    q.into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            while let Ok(Some(Ok(d))) =
+                tokio::time::timeout(Duration::from_secs(3), consumer.next()).await
+            {
+                got.push(String::from_utf8(d.data.clone()).unwrap());
+                d.ack(BasicAckOptions::default()).await.unwrap();
+            }
+            (q, got)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Producers move: stop upstream producers, publish the rest on the downstream.
+    stop.store(true, Ordering::Relaxed);
+    let mut live = Vec::new();
+    for p in producers {
+        live.push(p.await.unwrap());
+    }
+    for q in ["metric.cpu", "metric.memory"] {
+        publish_confirmed(&chb, q, (0..100).map(|i| format!("b-{i}"))).await;
+    }
+    for t in tasks {
+        let (q, got) = t.await.unwrap();
+        received.insert(q, got);
+    }
+    for (i, q) in ["metric.cpu", "metric.memory"].iter().enumerate() {
+        let got = &received[q];
+        let expected = 300 + live[i] + 100;
+        assert_eq!(got.len(), expected, "{q}: every confirmed message once");
+        let mut unique = got.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), expected, "{q}: no duplicates");
+        for prefix in ["a-", "live-", "b-"] {
+            let seq: Vec<u32> = got
+                .iter()
+                .filter_map(|m| m.strip_prefix(prefix)?.parse().ok())
+                .collect();
+            assert!(
+                seq.windows(2).all(|w| w[0] < w[1]),
+                "{q}: {prefix} order kept"
+            );
+        }
+        assert_eq!(depth(&a, q).await, 0, "{q}: upstream drained");
+    }
+    let l = link_for(&b, "metric.cpu").await.unwrap();
+    assert_eq!(
+        l["messages_transferred"].as_u64().unwrap(),
+        300 + live[0] as u64
+    );
+    assert_eq!(l["duplicates_dropped"], 0);
+}
+
+#[tokio::test]
+async fn custom_upstream_queue_ack_modes_and_properties() {
+    let a = start().await;
+    let b = start().await;
+    let (_ca, cha) = a.channel().await;
+    for q in ["src-confirm", "src-publish", "src-noack"] {
+        declare(&cha, q, FieldTable::default()).await;
+    }
+    let props = BasicProperties::default()
+        .with_content_type("text/plain".into())
+        .with_priority(3)
+        .with_correlation_id("corr".into())
+        .with_message_id("mid-1".into())
+        .with_expiration("60000".into())
+        .with_headers(table(&[("h", s("v"))]));
+    for q in ["src-confirm", "src-publish", "src-noack"] {
+        cha.basic_publish(
+            "".into(),
+            q.into(),
+            Default::default(),
+            b"payload",
+            props.clone(),
+        )
+        .await
+        .unwrap();
+    }
+    for (name, q, mode) in [
+        ("u1", "src-confirm", "on-confirm"),
+        ("u2", "src-publish", "on-publish"),
+        ("u3", "src-noack", "no-ack"),
+    ] {
+        add_upstream(
+            &b,
+            name,
+            a.port,
+            json!({"queue": q, "ack-mode": mode, "prefetch-count": 10}),
+        )
+        .await;
+    }
+    let (_cb, chb) = b.channel().await;
+    for (i, mode) in ["confirm", "publish", "noack"].iter().enumerate() {
+        let (code, _) = b
+            .api(
+                "PUT",
+                &format!("/api/policies/%2F/p-{mode}"),
+                Some(json!({"pattern": format!("^local-{mode}$"), "definition": {"federation-upstream": format!("u{}", i + 1)}})),
+            )
+            .await;
+        assert_eq!(code, 201);
+        declare(&chb, &format!("local-{mode}"), FieldTable::default()).await;
+    }
+    for mode in ["confirm", "publish", "noack"] {
+        let l = wait_status(&b, &format!("local-{mode}"), "paused").await;
+        assert!(l["upstream_queue"].as_str().unwrap().starts_with("src-"));
+        let (_c, ch) = b.channel().await;
+        ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+        let mut consumer = ch
+            .basic_consume(
+                format!("local-{mode}").as_str().into(),
+                "".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let d = next_delivery(&mut consumer).await;
+        assert_eq!(d.data, b"payload");
+        let p = &d.properties;
+        assert_eq!(p.content_type().as_ref().unwrap().as_str(), "text/plain");
+        assert_eq!(*p.priority(), Some(3));
+        assert_eq!(p.correlation_id().as_ref().unwrap().as_str(), "corr");
+        assert_eq!(p.message_id().as_ref().unwrap().as_str(), "mid-1");
+        assert_eq!(p.expiration().as_ref().unwrap().as_str(), "60000");
+        let h = p.headers().as_ref().unwrap().inner();
+        assert_eq!(h.get("h"), Some(&s("v")));
+        assert!(
+            h.get("x-ferrymq-id").is_none(),
+            "the identity header stays internal"
+        );
+        let Some(AMQPValue::FieldArray(hops)) = h.get("x-received-from") else {
+            panic!("x-received-from missing: {h:?}");
+        };
+        let Some(AMQPValue::FieldTable(hop)) = hops.as_slice().first() else {
+            panic!("empty x-received-from");
+        };
+        let hop = hop.inner();
+        assert!(
+            matches!(hop.get("queue"), Some(AMQPValue::LongString(q)) if q.to_string().starts_with("src-"))
+        );
+        assert!(
+            matches!(hop.get("uri"), Some(AMQPValue::LongString(u)) if !u.to_string().contains("guest"))
+        );
+        assert!(hop.contains_key("redelivered"));
+        d.ack(BasicAckOptions::default()).await.unwrap();
+        let src = format!("src-{mode}");
+        eventually(10, "upstream emptied", || async {
+            (depth(&a, &src).await == 0).then_some(())
+        })
+        .await;
+        let l = link_for(&b, &format!("local-{mode}")).await.unwrap();
+        assert_eq!(
+            l["ack_mode"],
+            if mode == "noack" {
+                "no-ack"
+            } else if mode == "publish" {
+                "on-publish"
+            } else {
+                "on-confirm"
+            }
+        );
+    }
+}
+
+#[tokio::test]
+async fn links_follow_policy_upstream_and_queue_changes() {
+    let a = start().await;
+    let b = start().await;
+    let (_ca, cha) = a.channel().await;
+    declare(&cha, "jobs", FieldTable::default()).await;
+    let (_cb, chb) = b.channel().await;
+    declare(&chb, "jobs", FieldTable::default()).await;
+    add_upstream(&b, "one", a.port, json!({})).await;
+    assert!(links(&b).await.is_empty(), "no policy yet");
+    federate(&b, "^jobs$", json!({"federation-upstream-set": "all"})).await;
+    wait_status(&b, "jobs", "paused").await;
+    // A second upstream in set "all" adds a second link; deleting it removes the link.
+    add_upstream(&b, "two", a.port, json!({})).await;
+    eventually(10, "two links", || async {
+        (links(&b).await.len() == 2).then_some(())
+    })
+    .await;
+    let (code, _) = b
+        .api(
+            "DELETE",
+            "/api/parameters/federation-upstream/%2F/two",
+            None,
+        )
+        .await;
+    assert_eq!(code, 204);
+    eventually(10, "one link", || async {
+        (links(&b).await.len() == 1).then_some(())
+    })
+    .await;
+    // Changing the upstream hot-swaps the link (new settings show up).
+    add_upstream(&b, "one", a.port, json!({"consumer-tag": "swapped"})).await;
+    eventually(10, "swapped link", || async {
+        link_for(&b, "jobs")
+            .await
+            .filter(|l| l["consumer_tag"] == "swapped" && l["status"] == "paused")
+    })
+    .await;
+    // Restart endpoint.
+    let l = link_for(&b, "jobs").await.unwrap();
+    let (code, _) = b
+        .api(
+            "DELETE",
+            &format!(
+                "/api/federation-links/vhost/%2F/{}/restart",
+                l["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(code, 204);
+    let (code, _) = b
+        .api(
+            "DELETE",
+            "/api/federation-links/vhost/%2F/nope/restart",
+            None,
+        )
+        .await;
+    assert_eq!(code, 404);
+    // Removing the policy stops the link; nothing was deleted upstream.
+    let (code, _) = b.api("DELETE", "/api/policies/%2F/federate", None).await;
+    assert_eq!(code, 204);
+    eventually(10, "no links", || async {
+        links(&b).await.is_empty().then_some(())
+    })
+    .await;
+    passive(&cha, "jobs")
+        .await
+        .expect("upstream queue untouched");
+    // Back with a policy; deleting the queue stops the link.
+    federate(&b, "^jobs$", json!({"federation-upstream": "one"})).await;
+    wait_status(&b, "jobs", "paused").await;
+    chb.queue_delete("jobs".into(), Default::default())
+        .await
+        .unwrap();
+    eventually(10, "no links", || async {
+        links(&b).await.is_empty().then_some(())
+    })
+    .await;
+    // Bad upstream definitions are refused with a reason.
+    for bad in [
+        json!({"uri": "http://x"}),
+        json!({"uri": "amqp://h", "ack-mode": "sometimes"}),
+        json!({"uri": "amqp://h", "prefetch-count": -5}),
+    ] {
+        let (code, body) = b
+            .api(
+                "PUT",
+                "/api/parameters/federation-upstream/%2F/bad",
+                Some(json!({"value": bad})),
+            )
+            .await;
+        assert_eq!(code, 400, "{body}");
+        assert!(body["reason"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn upstream_down_shows_error_then_recovers() {
+    let a_port = free_port();
+    let a_dir = std::env::temp_dir().join(format!("ferrymq-fed-up-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&a_dir);
+    let b = start().await;
+    let (_cb, chb) = b.channel().await;
+    declare(&chb, "work", FieldTable::default()).await;
+    add_upstream(&b, "old", a_port, json!({})).await;
+    federate(&b, "^work$", json!({"federation-upstream": "old"})).await;
+    let l = wait_status(&b, "work", "error").await;
+    assert!(l["error"].as_str().unwrap().contains("127.0.0.1"), "{l}");
+    assert!(!l["error"].as_str().unwrap().contains("guest:guest"));
+    // The upstream comes up: the link connects and resumes; a consumer gets the backlog.
+    let a = spawn_with(&a_dir, a_port, 0);
+    {
+        let conn = lapin::Connection::connect(&a.uri(), Default::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        declare_durable(&ch, "work").await.unwrap();
+        publish_confirmed(&ch, "work", (0..50).map(|i| format!("m{i}"))).await;
+    }
+    wait_status(&b, "work", "paused").await;
+    let (_c, ch) = b.channel().await;
+    let got = consume_n(&ch, "work", 50, 10).await;
+    assert_eq!(got.len(), 50);
+    assert!(
+        link_for(&b, "work").await.unwrap()["reconnects"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    a.kill9();
+    let _ = std::fs::remove_dir_all(&a_dir);
+}
+
+#[tokio::test]
+async fn three_broker_chain_appends_x_received_from_and_loops_are_refused() {
+    let a = start().await;
+    let b = start().await;
+    let c = start().await;
+    for x in [&a, &b, &c] {
+        let (_conn, ch) = x.channel().await;
+        declare(&ch, "chain", FieldTable::default()).await;
+    }
+    add_upstream(&b, "a", a.port, json!({})).await;
+    federate(&b, "^chain$", json!({"federation-upstream": "a"})).await;
+    add_upstream(&c, "b", b.port, json!({})).await;
+    federate(&c, "^chain$", json!({"federation-upstream": "b"})).await;
+    // C's link consumes on B with priority -1, which is no demand for B's link; so the
+    // message moves in two steps: a consumer on B pulls it over, then C's consumer.
+    let (_ca, cha) = a.channel().await;
+    publish(&cha, "", "chain", b"hop").await;
+    // Step 1: a consumer on B pulls the message from A, then rejects it back into B.
+    {
+        let (_conn, ch) = b.channel().await;
+        ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+        let mut consumer = ch
+            .basic_consume(
+                "chain".into(),
+                "".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let d = next_delivery(&mut consumer).await;
+        ch.basic_cancel(consumer.tag().as_str().into(), Default::default())
+            .await
+            .unwrap();
+        d.nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    // Step 2: C pulls it from B.
+    let (_cc, chc) = c.channel().await;
+    let mut consumer = chc
+        .basic_consume(
+            "chain".into(),
+            "".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let d = next_delivery(&mut consumer).await;
+    let h = d.properties.headers().as_ref().unwrap().inner();
+    let Some(AMQPValue::FieldArray(hops)) = h.get("x-received-from") else {
+        panic!("{h:?}")
+    };
+    assert_eq!(hops.as_slice().len(), 2, "one entry per hop: {hops:?}");
+    d.ack(BasicAckOptions::default()).await.unwrap();
+    drop(consumer);
+    chc.close(200, "done".into()).await.unwrap();
+    wait_status(&c, "chain", "paused").await;
+
+    // Loop: A federates from B too. A message that left A's queue for B is not pulled back.
+    add_upstream(&a, "b", b.port, json!({})).await;
+    federate(&a, "^chain$", json!({"federation-upstream": "b"})).await;
+    wait_status(&a, "chain", "paused").await;
+    publish(&cha, "", "chain", b"roundtrip").await;
+    {
+        let (_conn, ch) = b.channel().await;
+        ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+        let mut consumer = ch
+            .basic_consume(
+                "chain".into(),
+                "".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let d = next_delivery(&mut consumer).await;
+        assert_eq!(d.data, b"roundtrip");
+        ch.basic_cancel(consumer.tag().as_str().into(), Default::default())
+            .await
+            .unwrap();
+        d.nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    // Now only A has a consumer: A's link sees the message already left A's queue.
+    let (_ca2, cha2) = a.channel().await;
+    let mut consumer = cha2
+        .basic_consume(
+            "chain".into(),
+            "".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    no_delivery(&mut consumer, 1500).await;
+    eventually(10, "loop refused", || async {
+        link_for(&a, "chain")
+            .await
+            .filter(|l| l["loops_refused"].as_u64().unwrap_or(0) >= 1)
+    })
+    .await;
+    assert_eq!(
+        depth(&b, "chain").await,
+        1,
+        "the message stays on B, not lost"
+    );
+}
+
+/// A TCP proxy that forwards to `target` and cuts every open connection every `every`.
+async fn cutting_proxy(target: u16, every: Duration) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = tokio::spawn(async move {
+        let (cut_tx, _) = tokio::sync::broadcast::channel::<()>(4);
+        let cutter = cut_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let _ = cutter.send(());
+            }
+        });
+        loop {
+            let (mut inbound, _) = listener.accept().await.unwrap();
+            let mut cut = cut_tx.subscribe();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cut.recv() => {}
+                }
+            });
+        }
+    });
+    (port, handle)
+}
+
+/// Gets every message of a queue; returns bodies.
+async fn get_all(ch: &Channel, queue: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(m) = ch
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        out.push(String::from_utf8(m.delivery.data.clone()).unwrap());
+    }
+    out
+}
+
+fn assert_exactly_once(got: &[String], n: usize) {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for g in got {
+        *counts.entry(g.as_str()).or_default() += 1;
+    }
+    let dups: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(dups.is_empty(), "duplicates: {dups:?}");
+    let missing: Vec<_> = (0..n)
+        .map(|i| format!("m{i}"))
+        .filter(|m| !counts.contains_key(m.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lost {} messages, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_eq!(got.len(), n);
+}
+
+#[tokio::test]
+async fn link_cuts_lose_nothing_and_duplicate_nothing() {
+    let a = start().await;
+    let b = start().await;
+    let (proxy, proxy_task) = cutting_proxy(a.port, Duration::from_millis(400)).await;
+    let (_ca, cha) = a.channel().await;
+    declare_durable(&cha, "cut").await.unwrap();
+    let (_cb, chb) = b.channel().await;
+    declare_durable(&chb, "cut").await.unwrap();
+    add_upstream(
+        &b,
+        "old",
+        proxy,
+        json!({"prefetch-count": 200, "reconnect-delay": 0.05}),
+    )
+    .await;
+    federate(&b, "^cut$", json!({"federation-upstream": "old"})).await;
+    // Demand without acks: the downstream holds everything it stored, so the count
+    // at the end is exact (no local redelivery to confuse it).
+    let (_cc, chc) = b.channel().await;
+    let consumer = chc
+        .basic_consume(
+            "cut".into(),
+            "holder".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    const N: usize = 4000;
+    let publisher = {
+        let uri = a.uri();
+        tokio::spawn(async move {
+            let conn = lapin::Connection::connect(&uri, Default::default())
+                .await
+                .unwrap();
+            let ch = conn.create_channel().await.unwrap();
+            for start in (0..N).step_by(100) {
+                let bodies: Vec<String> = (start..start + 100).map(|i| format!("m{i}")).collect();
+                publish_confirmed(&ch, "cut", bodies).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    publisher.await.unwrap();
+    eventually(60, "upstream drained", || async {
+        (depth(&a, "cut").await == 0).then_some(())
+    })
+    .await;
+    proxy_task.abort();
+    let l = link_for(&b, "cut").await.unwrap();
+    assert!(
+        l["reconnects"].as_u64().unwrap() >= 1,
+        "the proxy cut the link: {l}"
+    );
+    drop(consumer);
+    chc.close(200, "done".into()).await.unwrap();
+    let got = get_all(&chb, "cut").await;
+    assert_exactly_once(&got, N);
+}
+
+#[tokio::test]
+async fn downstream_sigkill_mid_transfer_loses_nothing_and_duplicates_nothing() {
+    let a = start().await;
+    let (_ca, cha) = a.channel().await;
+    declare_durable(&cha, "kill").await.unwrap();
+    const N: usize = 6000;
+    publish_confirmed(&cha, "kill", (0..N).map(|i| format!("m{i}"))).await;
+    let dir = std::env::temp_dir().join(format!("ferrymq-fed-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (port, http_port) = (free_port(), free_port());
+    let mut kills = 0;
+    loop {
+        let b = spawn_with(&dir, port, http_port);
+        if kills == 0 {
+            let api = |m: &'static str, p: &'static str, body: Value| async move {
+                http(http_port, m, p, Some(body), Some(("guest", "guest"))).await
+            };
+            api("PUT", "/api/queues/%2F/kill", json!({"durable": true})).await;
+            api(
+                "PUT",
+                "/api/parameters/federation-upstream/%2F/old",
+                json!({"value": {"uri": a.uri(), "prefetch-count": 300, "reconnect-delay": 0.05}}),
+            )
+            .await;
+            api(
+                "PUT",
+                "/api/policies/%2F/f",
+                json!({"pattern": "^kill$", "definition": {"federation-upstream": "old"}}),
+            )
+            .await;
+        }
+        // A consumer that never acks keeps demand up.
+        let conn = lapin::Connection::connect(&b.uri(), Default::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let _consumer = ch
+            .basic_consume(
+                "kill".into(),
+                "holder".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        if kills < 3 {
+            // Kill once the transfer is under way (some but not all moved).
+            let before = depth(&a, "kill").await;
+            eventually(30, "transfer under way", || async {
+                let d = depth(&a, "kill").await;
+                (d + 500 < before || d == 0).then_some(())
+            })
+            .await;
+            b.kill9();
+            kills += 1;
+            continue;
+        }
+        eventually(60, "upstream drained", || async {
+            (depth(&a, "kill").await == 0).then_some(())
+        })
+        .await;
+        drop(_consumer);
+        ch.close(200, "done".into()).await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let got = get_all(&ch, "kill").await;
+        let (_, links) = http(
+            http_port,
+            "GET",
+            "/api/federation-links",
+            None,
+            Some(("guest", "guest")),
+        )
+        .await;
+        eprintln!("after {kills} kills: {links}");
+        assert_exactly_once(&got, N);
+        b.term();
+        break;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn links_survive_a_downstream_restart() {
+    let a = start().await;
+    let (_ca, cha) = a.channel().await;
+    declare_durable(&cha, "persist").await.unwrap();
+    let dir = std::env::temp_dir().join(format!("ferrymq-fed-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (port, http_port) = (free_port(), free_port());
+    let b = spawn_with(&dir, port, http_port);
+    let auth = Some(("guest", "guest"));
+    http(
+        http_port,
+        "PUT",
+        "/api/queues/%2F/persist",
+        Some(json!({"durable": true})),
+        auth,
+    )
+    .await;
+    http(
+        http_port,
+        "PUT",
+        "/api/parameters/federation-upstream/%2F/old",
+        Some(json!({"value": {"uri": a.uri()}})),
+        auth,
+    )
+    .await;
+    http(
+        http_port,
+        "PUT",
+        "/api/policies/%2F/f",
+        Some(json!({"pattern": "^persist$", "definition": {"federation-upstream": "old"}})),
+        auth,
+    )
+    .await;
+    let linked = || async {
+        let (_, l) = http(http_port, "GET", "/api/federation-links", None, auth).await;
+        l.as_array()
+            .and_then(|a| a.first().cloned())
+            .filter(|l| l["status"] == "paused")
+    };
+    eventually(15, "link before restart", linked).await;
+    b.term();
+    let b = spawn_with(&dir, port, http_port);
+    eventually(15, "link after restart", linked).await;
+    publish_confirmed(&cha, "persist", ["after-restart".to_string()]).await;
+    let conn = lapin::Connection::connect(&b.uri(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let got = consume_n(&ch, "persist", 1, 1).await;
+    assert_eq!(got, ["after-restart"]);
+    b.term();
+    let _ = std::fs::remove_dir_all(&dir);
+}
