@@ -8,9 +8,15 @@ cd "$(dirname "$0")/.."
 log() { printf '\n==> %s\n' "$*"; }
 
 log "installing test dependencies"
-if ! python3 -c "import pika, pytest" 2>/dev/null; then
-    python3 -m pip install --quiet pika pytest 2>/dev/null \
-        || python3 -m pip install --quiet --break-system-packages pika pytest
+if ! python3 -c "import pika, pytest, requests" 2>/dev/null; then
+    python3 -m pip install --quiet pika pytest requests 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages pika pytest requests
+fi
+# RabbitMQ 3.10 (Debian): rabbitmqadmin for the HTTP suite, real nodes for interop tests.
+if ! command -v rabbitmqadmin >/dev/null 2>&1 || ! command -v rabbitmq-server >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq rabbitmq-server >/dev/null
 fi
 
 log "cargo fmt --check"
@@ -25,8 +31,11 @@ cargo build --quiet -p ferryperf
 
 log "python client suites (pika, raw wire) against a fresh broker"
 work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-target/debug/ferrymq --amqp-bind "127.0.0.1:$port" --data-dir "$work/data" >"$work/broker.log" 2>&1 &
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+http_port=$(free_port)
+target/debug/ferrymq --amqp-bind "127.0.0.1:$port" --http-bind "127.0.0.1:$http_port" \
+    --data-dir "$work/data" >"$work/broker.log" 2>&1 &
 broker=$!
 cleanup() {
     kill "$broker" 2>/dev/null || true
@@ -35,7 +44,7 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 1 100); do
-    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$port),0.2)" 2>/dev/null; then break; fi
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$http_port),0.2)" 2>/dev/null; then break; fi
     sleep 0.1
 done
 log "ferryperf smoke run: persistent messages with confirms, nothing lost"
@@ -51,7 +60,12 @@ assert r["lost"] == 0 and r["nacked"] == 0, "unconfirmed messages"
 assert not r["errors"], r["errors"]
 PY
 
-if ! FERRYMQ_AMQP_PORT="$port" python3 -m pytest tests/python -q -p no:cacheprovider; then
+log "python suites: AMQP clients, raw wire, management HTTP API and rabbitmqadmin"
+if ! FERRYMQ_AMQP_PORT="$port" FERRYMQ_HTTP_PORT="$http_port" \
+    python3 -m pytest tests/python tests/http -q -p no:cacheprovider; then
     echo "--- broker log ---"; tail -50 "$work/broker.log"
     exit 1
 fi
+
+log "interop with real RabbitMQ 3.10 nodes (definitions import, federation both ways)"
+FERRYMQ_BIN=target/debug/ferrymq python3 -m pytest tests/interop -q -p no:cacheprovider

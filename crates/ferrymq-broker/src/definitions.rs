@@ -90,6 +90,10 @@ pub struct UserDef {
     pub limits: Value,
 }
 
+fn default_vhost() -> String {
+    "/".into()
+}
+
 fn default_hashing() -> String {
     "rabbit_password_hashing_sha256".into()
 }
@@ -127,7 +131,8 @@ pub struct PermissionDef {
 pub struct QueueDef {
     /// Name.
     pub name: String,
-    /// Vhost.
+    /// Vhost (a vhost-scoped export leaves it out: `/` until the importer sets it).
+    #[serde(default = "default_vhost")]
     pub vhost: String,
     /// Durable.
     #[serde(default = "yes")]
@@ -149,7 +154,8 @@ fn yes() -> bool {
 pub struct ExchangeDef {
     /// Name.
     pub name: String,
-    /// Vhost.
+    /// Vhost (a vhost-scoped export leaves it out: `/` until the importer sets it).
+    #[serde(default = "default_vhost")]
     pub vhost: String,
     /// Type name.
     #[serde(rename = "type")]
@@ -173,7 +179,8 @@ pub struct ExchangeDef {
 pub struct BindingDef {
     /// Source exchange.
     pub source: String,
-    /// Vhost.
+    /// Vhost (a vhost-scoped export leaves it out: `/` until the importer sets it).
+    #[serde(default = "default_vhost")]
     pub vhost: String,
     /// Destination name.
     pub destination: String,

@@ -228,7 +228,7 @@ impl Broker {
         for v in vhosts.iter().filter(|v| want(&v.name)) {
             d.vhosts.push(VHostDef {
                 name: v.name.clone(),
-                metadata: serde_json::Value::Null,
+                metadata: v.metadata.read().clone(),
                 limits: serde_json::Value::Null,
             });
             let mut exchanges = v.exchanges();
@@ -330,6 +330,18 @@ impl Broker {
         }
         let mut perms = Vec::new();
         for p in &d.permissions {
+            if !d.users.iter().any(|u| u.name == p.user) && self.user(&p.user).is_none() {
+                return Err(format!(
+                    "permission of user '{}' in vhost '{}': no such user",
+                    p.user, p.vhost
+                ));
+            }
+            if !d.vhosts.iter().any(|v| v.name == p.vhost) && self.vhost(&p.vhost).is_none() {
+                return Err(format!(
+                    "permission of user '{}': vhost '{}' does not exist",
+                    p.user, p.vhost
+                ));
+            }
             let perm = Permission::new(&p.configure, &p.write, &p.read).map_err(|e| {
                 format!(
                     "permission of user '{}' in vhost '{}': {e}",
@@ -413,7 +425,10 @@ impl Broker {
             params.push((c, v, n, value));
         }
         for v in &d.vhosts {
-            self.add_vhost(&v.name);
+            let vh = self.add_vhost(&v.name);
+            if !v.metadata.is_null() {
+                *vh.metadata.write() = v.metadata.clone();
+            }
         }
         for u in &d.users {
             self.put_user(User {

@@ -39,6 +39,8 @@ pub struct VHost {
     /// Serialises queue creation and deletion: a durable queue's store directory
     /// must never be opened twice, nor removed while a redeclare opens it.
     lifecycle: parking_lot::Mutex<()>,
+    /// Description and tags (`{"description": .., "tags": [..]}`), as RabbitMQ keeps them.
+    pub metadata: RwLock<serde_json::Value>,
 }
 
 /// Options of `queue.declare`.
@@ -81,6 +83,7 @@ impl VHost {
             queues: RwLock::new(HashMap::new()),
             reply_to: RwLock::new(HashMap::new()),
             lifecycle: parking_lot::Mutex::new(()),
+            metadata: RwLock::new(serde_json::Value::Null),
         });
         let builtin = [
             ("", ExchangeKind::Direct),
@@ -89,10 +92,14 @@ impl VHost {
             ("amq.topic", ExchangeKind::Topic),
             ("amq.headers", ExchangeKind::Headers),
             ("amq.match", ExchangeKind::Headers),
+            // RabbitMQ's firehose exchange: internal, nothing is published to it here,
+            // but tools expect it in every vhost.
+            ("amq.rabbitmq.trace", ExchangeKind::Topic),
         ];
         {
             let mut ex = vhost.exchanges.write();
             for (n, k) in builtin {
+                let internal = n == "amq.rabbitmq.trace";
                 ex.insert(
                     n.to_owned(),
                     Arc::new(Exchange::new(
@@ -100,7 +107,7 @@ impl VHost {
                         k,
                         true,
                         false,
-                        false,
+                        internal,
                         FieldTable::default(),
                     )),
                 );

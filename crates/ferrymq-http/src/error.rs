@@ -46,10 +46,11 @@ impl ApiError {
         }
     }
 
-    /// 403: authenticated but not allowed.
+    /// Authenticated but not allowed. RabbitMQ answers these with 401 as well
+    /// (with `not_authorised` and a reason), and tools expect that status.
     pub fn forbidden(reason: impl Into<String>) -> Self {
         ApiError {
-            status: StatusCode::FORBIDDEN,
+            status: StatusCode::UNAUTHORIZED,
             error: "not_authorised",
             reason: reason.into(),
         }

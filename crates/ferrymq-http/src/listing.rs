@@ -50,7 +50,7 @@ fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
 }
 
 /// Keeps only the dotted `columns` of an object.
-fn project(item: &Value, columns: &[&str]) -> Value {
+pub fn project(item: &Value, columns: &[&str]) -> Value {
     let mut out = Map::new();
     for col in columns {
         let Some(found) = lookup(item, col) else {
@@ -101,10 +101,12 @@ pub fn respond(mut items: Vec<Value>, q: &ListQuery, default_sort: &[&str]) -> A
                     .is_some_and(|n| re.is_match(n))
             });
         } else {
+            // RabbitMQ's plain filter is a case-insensitive substring match.
+            let needle = name.to_lowercase();
             items.retain(|i| {
                 i.get("name")
                     .and_then(Value::as_str)
-                    .is_some_and(|n| n.contains(name))
+                    .is_some_and(|n| n.to_lowercase().contains(&needle))
             });
         }
     }

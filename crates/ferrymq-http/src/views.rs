@@ -165,13 +165,21 @@ pub fn exchange(state: &HttpState, vhost: &str, e: &Exchange) -> Value {
     Value::Object(out)
 }
 
+/// Percent-encodes all but RFC 3986's unreserved characters, as RabbitMQ does.
+pub fn url_encode(s: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SET).to_string()
+}
+
 /// RabbitMQ's `properties_key`: the routing key, plus `~` and a digest of the
 /// arguments when there are any; `~` alone for an empty key without arguments.
 pub fn properties_key(routing_key: &str, arguments: &Value) -> String {
     let empty_args = arguments.as_object().is_none_or(|m| m.is_empty());
-    let rk: String =
-        percent_encoding::utf8_percent_encode(routing_key, percent_encoding::NON_ALPHANUMERIC)
-            .to_string();
+    let rk = url_encode(routing_key);
     if empty_args {
         if routing_key.is_empty() {
             "~".into()

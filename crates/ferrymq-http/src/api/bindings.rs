@@ -129,16 +129,9 @@ fn bind(
     vh.bind(source, destination, &routing_key, json_to_table(&arguments))
         .map_err(ApiError::from_amqp)?;
     let key = views::properties_key(&routing_key, &arguments);
-    let letter = if kind == "queue" { "q" } else { "e" };
-    let enc = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
-    let location = format!(
-        "../../../../{}/e/{}/{letter}/{}/{key}",
-        enc(v),
-        enc(source),
-        enc(dest)
-    );
+    // Relative to the request path (…/e/{source}/q/{dest}), the key encoded once
+    // more, as RabbitMQ answers.
+    let location = format!("{}/{}", views::url_encode(dest), views::url_encode(&key));
     Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
 }
 

@@ -20,7 +20,11 @@ pub struct ExportQuery {
 }
 
 fn answer(defs: &Definitions, q: &ExportQuery) -> Response {
-    let mut r = Json(defs).into_response();
+    answer_value(serde_json::to_value(defs).unwrap_or_default(), q)
+}
+
+fn answer_value(doc: Value, q: &ExportQuery) -> Response {
+    let mut r = Json(doc).into_response();
     if let Some(name) = q.download.as_deref().filter(|n| !n.is_empty()) {
         let safe: String = name
             .chars()
@@ -48,9 +52,26 @@ pub async fn export_vhost(
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     if st.0.broker.vhost(&v).is_none() {
-        return Err(ApiError::not_found());
+        // RabbitMQ answers 400 here, not 404.
+        return Err(ApiError::bad_request(format!("vhost '{v}' does not exist")));
     }
-    Ok(answer(&st.0.broker.export_definitions(Some(&v), false), &q))
+    // RabbitMQ's vhost export: only the vhost's objects, without `vhost` fields.
+    let mut doc = serde_json::to_value(st.0.broker.export_definitions(Some(&v), false))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Some(o) = doc.as_object_mut() {
+        o.retain(|k, _| {
+            matches!(
+                k.as_str(),
+                "rabbit_version" | "ferrymq_version" | "parameters" | "policies" | "queues" | "exchanges" | "bindings"
+            )
+        });
+        for list in o.values_mut().filter_map(Value::as_array_mut) {
+            for item in list.iter_mut().filter_map(Value::as_object_mut) {
+                item.remove("vhost");
+            }
+        }
+    }
+    Ok(answer_value(doc, &q))
 }
 
 fn parse(body: Value) -> ApiResult<Definitions> {

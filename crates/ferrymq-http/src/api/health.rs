@@ -87,10 +87,16 @@ pub async fn port_listener(st: St, _caller: Caller, Path(port): Path<String>) ->
         )
             .into_response();
     };
-    if st.0.listeners.read().iter().any(|l| l.addr.port() == port) {
+    let ports: Vec<u16> = st.0.listeners.read().iter().map(|l| l.addr.port()).collect();
+    if ports.contains(&port) {
         Json(json!({"status": "ok", "port": port})).into_response()
     } else {
-        failed(format!("no active listener on port {port}"))
+        let reason = format!("No active listener on port {port}");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "failed", "reason": reason, "missing": port, "ports": ports})),
+        )
+            .into_response()
     }
 }
 

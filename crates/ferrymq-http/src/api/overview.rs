@@ -49,7 +49,11 @@ fn totals(s: &crate::HttpState, caller: &Caller) -> (Value, Value) {
 }
 
 /// `GET /api/overview`.
-pub async fn overview(st: St, caller: Caller) -> JsonResult {
+pub async fn overview(
+    st: St,
+    caller: Caller,
+    axum::extract::Query(q): axum::extract::Query<crate::listing::ListQuery>,
+) -> JsonResult {
     let s = &st.0;
     let (objects, queue_totals) = totals(s, &caller);
     let r = |i| s.rates.rate(OVERVIEW_KEY, i);
@@ -66,7 +70,7 @@ pub async fn overview(st: St, caller: Caller) -> JsonResult {
             })
         })
         .collect();
-    Ok(Json(json!({
+    let body = json!({
         "management_version": API_COMPAT_VERSION,
         "rabbitmq_version": API_COMPAT_VERSION,
         "product_name": "FerryMQ",
@@ -93,7 +97,15 @@ pub async fn overview(st: St, caller: Caller) -> JsonResult {
         },
         "listeners": listeners,
         "contexts": [],
-    })))
+    });
+    Ok(Json(match q.columns.as_deref() {
+        Some(cols) if !cols.is_empty() => {
+            // A column names a top-level key; RabbitMQ keeps the whole object for "a.b".
+            let top: Vec<&str> = cols.split(',').map(|c| c.split('.').next().unwrap_or(c).trim()).collect();
+            crate::listing::project(&body, &top)
+        }
+        _ => body,
+    }))
 }
 
 /// `GET /api/cluster-name`.

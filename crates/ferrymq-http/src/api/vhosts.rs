@@ -2,7 +2,9 @@
 
 use super::{created_or_updated, no_content, JsonResult, St};
 use crate::auth::Caller;
+use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
+use ferrymq_broker::definitions::Tags;
 use crate::listing::{respond, ListQuery};
 use crate::HttpState;
 use axum::extract::{Path, Query};
@@ -18,11 +20,14 @@ fn vhost_json(s: &HttpState, name: &str) -> Option<Value> {
         ready += r as u64;
         unacked += u as u64;
     }
+    let meta = v.metadata.read().clone();
+    let description = meta.get("description").and_then(Value::as_str).unwrap_or("").to_owned();
+    let tags = meta.get("tags").cloned().unwrap_or_else(|| json!([]));
     Some(json!({
         "name": name,
-        "description": "",
-        "tags": [],
-        "metadata": {"description": "", "tags": []},
+        "description": description,
+        "tags": tags,
+        "metadata": {"description": description, "tags": tags},
         "tracing": false,
         "default_queue_type": "classic",
         "cluster_state": {s.node_name.clone(): "running"},
@@ -56,14 +61,32 @@ pub async fn show(st: St, caller: Caller, Path(v): Path<String>) -> JsonResult {
     Ok(Json(j))
 }
 
-/// `PUT /api/vhosts/{vhost}` (administrators).
-pub async fn create(st: St, caller: Caller, Path(v): Path<String>) -> ApiResult<Response> {
+/// `PUT /api/vhosts/{vhost}` (administrators): `{description, tags}` are optional.
+pub async fn create(
+    st: St,
+    caller: Caller,
+    Path(v): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
     caller.require_admin()?;
     if v.is_empty() {
         return Err(ApiError::bad_request("vhost name must not be empty"));
     }
+    let description = match body.get("description") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => return Err(ApiError::bad_request(format!("description must be a string, not {other}"))),
+    };
+    let tags: Vec<String> = match body.get("tags") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(t) => serde_json::from_value::<Tags>(t.clone())
+            .map_err(|_| ApiError::bad_request("tags must be a string or a list of strings"))?
+            .to_vec(),
+    };
     let existed = st.0.broker.vhost(&v).is_some();
-    st.0.broker.add_vhost(&v);
+    let vh = st.0.broker.add_vhost(&v);
+    *vh.metadata.write() = json!({"description": description, "tags": tags});
+    st.0.broker.definitions_changed();
     Ok(created_or_updated(!existed))
 }
 
