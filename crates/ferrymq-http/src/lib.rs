@@ -124,7 +124,15 @@ pub fn app(state: Arc<HttpState>) -> Router {
     let routes = api::routes(Routes::new());
     routes
         .router
-        .fallback(|| async { error::ApiError::not_found() })
+        .fallback(|| async {
+            // Marked so the route-table test can tell "no such route" from "no such object".
+            let mut r = axum::response::IntoResponse::into_response(error::ApiError::not_found());
+            r.headers_mut().insert(
+                "x-ferrymq-route",
+                axum::http::HeaderValue::from_static("none"),
+            );
+            r
+        })
         .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
         .with_state(state)
 }

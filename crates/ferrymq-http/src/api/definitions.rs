@@ -62,7 +62,13 @@ pub async fn export_vhost(
         o.retain(|k, _| {
             matches!(
                 k.as_str(),
-                "rabbit_version" | "ferrymq_version" | "parameters" | "policies" | "queues" | "exchanges" | "bindings"
+                "rabbit_version"
+                    | "ferrymq_version"
+                    | "parameters"
+                    | "policies"
+                    | "queues"
+                    | "exchanges"
+                    | "bindings"
             )
         });
         for list in o.values_mut().filter_map(Value::as_array_mut) {

@@ -258,7 +258,11 @@ pub async fn publish(
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::bad_request("payload is required (a string)"))?;
     let bytes = match body.get("payload_encoding").and_then(Value::as_str) {
-        None => return Err(ApiError::bad_request("payload_encoding is required (string or base64)")),
+        None => {
+            return Err(ApiError::bad_request(
+                "payload_encoding is required (string or base64)",
+            ))
+        }
         Some("string") => payload.as_bytes().to_vec(),
         Some("base64") => base64::engine::general_purpose::STANDARD
             .decode(payload)

@@ -87,7 +87,12 @@ pub async fn port_listener(st: St, _caller: Caller, Path(port): Path<String>) ->
         )
             .into_response();
     };
-    let ports: Vec<u16> = st.0.listeners.read().iter().map(|l| l.addr.port()).collect();
+    let ports: Vec<u16> =
+        st.0.listeners
+            .read()
+            .iter()
+            .map(|l| l.addr.port())
+            .collect();
     if ports.contains(&port) {
         Json(json!({"status": "ok", "port": port})).into_response()
     } else {

@@ -101,7 +101,10 @@ pub async fn overview(
     Ok(Json(match q.columns.as_deref() {
         Some(cols) if !cols.is_empty() => {
             // A column names a top-level key; RabbitMQ keeps the whole object for "a.b".
-            let top: Vec<&str> = cols.split(',').map(|c| c.split('.').next().unwrap_or(c).trim()).collect();
+            let top: Vec<&str> = cols
+                .split(',')
+                .map(|c| c.split('.').next().unwrap_or(c).trim())
+                .collect();
             crate::listing::project(&body, &top)
         }
         _ => body,

@@ -4,12 +4,12 @@ use super::{created_or_updated, no_content, JsonResult, St};
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
-use ferrymq_broker::definitions::Tags;
 use crate::listing::{respond, ListQuery};
 use crate::HttpState;
 use axum::extract::{Path, Query};
 use axum::response::Response;
 use axum::Json;
+use ferrymq_broker::definitions::Tags;
 use serde_json::{json, Value};
 
 fn vhost_json(s: &HttpState, name: &str) -> Option<Value> {
@@ -21,7 +21,11 @@ fn vhost_json(s: &HttpState, name: &str) -> Option<Value> {
         unacked += u as u64;
     }
     let meta = v.metadata.read().clone();
-    let description = meta.get("description").and_then(Value::as_str).unwrap_or("").to_owned();
+    let description = meta
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let tags = meta.get("tags").cloned().unwrap_or_else(|| json!([]));
     Some(json!({
         "name": name,
@@ -75,7 +79,11 @@ pub async fn create(
     let description = match body.get("description") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
-        Some(other) => return Err(ApiError::bad_request(format!("description must be a string, not {other}"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "description must be a string, not {other}"
+            )))
+        }
     };
     let tags: Vec<String> = match body.get("tags") {
         None | Some(Value::Null) => Vec::new(),
