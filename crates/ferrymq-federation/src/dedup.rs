@@ -2,26 +2,59 @@
 //! downstream (FerryMQ's `x-ferrymq-id` from a FerryMQ upstream, `message-id`
 //! from others), kept as 64-bit digests in memory and in an append-only file.
 //!
-//! An identity is recorded after its message is durable and before the upstream
-//! ack is sent, and the file is fsync'd before that ack: if we crash after the
-//! message is stored but before the ack, the upstream redelivers and the window
-//! drops the copy. Only redeliveries of unacknowledged messages can come back,
-//! at most the prefetch count, so a window of a few hundred thousand suffices.
+//! An identity is recorded after its message is durable and the upstream ack is
+//! sent only once the record itself is on disk: if we crash after the message is
+//! stored but before the ack, the upstream redelivers and the window drops the
+//! copy. The file is written and fsync'd by a recorder thread, so the link keeps
+//! moving messages while records reach the disk; acks come back from the thread
+//! in order. Only redeliveries of unacknowledged messages can come back, at most
+//! the prefetch count, so a window of a few hundred thousand suffices.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::mpsc;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+/// Digests are hashes already: the set uses them as they are.
+#[derive(Default)]
+struct Passthrough(u64);
+
+impl Hasher for Passthrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type DigestSet = HashSet<u64, BuildHasherDefault<Passthrough>>;
+
+/// An ack to send once a record is durable: (session generation, delivery tag).
+pub type Ack = (u64, u64);
+
+struct Record {
+    digests: Vec<u64>,
+    ack: Option<Ack>,
+}
 
 /// Bounded set of recent message identities, optionally persisted.
 pub struct DedupWindow {
     capacity: usize,
     order: VecDeque<u64>,
-    set: HashSet<u64>,
-    file: Option<(PathBuf, File)>,
-    pending: Vec<u8>,
-    entries_in_file: usize,
+    set: DigestSet,
+    pending: Vec<u64>,
+    recorder: Option<mpsc::Sender<Record>>,
+    done_tx: UnboundedSender<Ack>,
+    done_rx: UnboundedReceiver<Ack>,
 }
 
 /// The 64-bit digest an identity is stored as (fixed keys: stable across runs).
@@ -34,17 +67,19 @@ pub fn digest(identity: &str) -> u64 {
 impl DedupWindow {
     /// An empty in-memory window.
     pub fn in_memory(capacity: usize) -> Self {
+        let (done_tx, done_rx) = unbounded_channel();
         DedupWindow {
             capacity: capacity.max(1),
             order: VecDeque::new(),
-            set: HashSet::new(),
-            file: None,
+            set: DigestSet::default(),
             pending: Vec::new(),
-            entries_in_file: 0,
+            recorder: None,
+            done_tx,
+            done_rx,
         }
     }
 
-    /// Opens (or creates) the window persisted at `path`.
+    /// Opens (or creates) the window persisted at `path` and starts its recorder.
     pub fn open(path: PathBuf, capacity: usize) -> io::Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -62,85 +97,82 @@ impl DedupWindow {
         for chunk in data.chunks_exact(8) {
             w.remember(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
         }
-        w.entries_in_file = data.len() / 8;
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         if data.len() % 8 != 0 {
             file.set_len((data.len() / 8 * 8) as u64)?;
         }
-        w.file = Some((path, file));
+        let (tx, rx) = mpsc::channel();
+        let log = Log {
+            path,
+            file,
+            order: w.order.clone(),
+            capacity: w.capacity,
+            entries_in_file: data.len() / 8,
+        };
+        let done = w.done_tx.clone();
+        std::thread::Builder::new()
+            .name("ferrymq-fed-dedup".into())
+            .spawn(move || log.run(rx, done))?;
+        w.recorder = Some(tx);
         Ok(w)
     }
 
-    fn remember(&mut self, d: u64) {
-        if self.set.insert(d) {
-            self.order.push_back(d);
-            while self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
+    fn remember(&mut self, d: u64) -> bool {
+        if !self.set.insert(d) {
+            return false;
+        }
+        self.order.push_back(d);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Whether an identity was stored already.
+    pub fn contains(&self, identity: &str) -> bool {
+        self.contains_digest(digest(identity))
+    }
+
+    /// [`DedupWindow::contains`] for a digest computed earlier.
+    pub fn contains_digest(&self, d: u64) -> bool {
+        self.set.contains(&d)
+    }
+
+    /// Records an identity (written to the file by [`DedupWindow::record`]).
+    pub fn insert(&mut self, identity: &str) {
+        self.insert_digest(digest(identity));
+    }
+
+    /// [`DedupWindow::insert`] for a digest computed earlier.
+    pub fn insert_digest(&mut self, d: u64) {
+        if self.remember(d) && self.recorder.is_some() {
+            self.pending.push(d);
+        }
+    }
+
+    /// Sends what was inserted to the file; `ack` comes back from
+    /// [`DedupWindow::acks`] once it is durable (at once for an in-memory window).
+    pub fn record(&mut self, ack: Option<Ack>) {
+        let digests = std::mem::take(&mut self.pending);
+        match &self.recorder {
+            Some(tx) => {
+                if tx.send(Record { digests, ack }).is_err() {
+                    tracing::error!("federation duplicate window: recorder gone; acks withheld");
+                }
+            }
+            None => {
+                if let Some(a) = ack {
+                    let _ = self.done_tx.send(a);
                 }
             }
         }
     }
 
-    /// Whether an identity was stored already.
-    pub fn contains(&self, identity: &str) -> bool {
-        self.set.contains(&digest(identity))
-    }
-
-    /// Records an identity (written to the file by [`DedupWindow::sync`]).
-    pub fn insert(&mut self, identity: &str) {
-        let d = digest(identity);
-        if !self.set.contains(&d) {
-            self.remember(d);
-            if self.file.is_some() {
-                self.pending.extend_from_slice(&d.to_le_bytes());
-            }
-        }
-    }
-
-    /// Writes recorded identities and fsyncs the file (a no-op in memory).
-    pub fn sync(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let Some((_, file)) = self.file.as_mut() else {
-            self.pending.clear();
-            return Ok(());
-        };
-        file.write_all(&self.pending)?;
-        file.sync_data()?;
-        self.entries_in_file += self.pending.len() / 8;
-        self.pending.clear();
-        if self.entries_in_file > self.capacity * 2 {
-            self.compact()?;
-        }
-        Ok(())
-    }
-
-    /// Rewrites the file with only the window's entries.
-    fn compact(&mut self) -> io::Result<()> {
-        let Some((path, _)) = self.file.as_ref() else {
-            return Ok(());
-        };
-        let path = path.clone();
-        let tmp = path.with_extension("tmp");
-        let mut bytes = Vec::with_capacity(self.order.len() * 8);
-        for d in &self.order {
-            bytes.extend_from_slice(&d.to_le_bytes());
-        }
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        let file = OpenOptions::new().append(true).open(&path)?;
-        self.file = Some((path, file));
-        self.entries_in_file = self.order.len();
-        Ok(())
+    /// Acks whose records are durable.
+    pub fn acks(&mut self) -> &mut UnboundedReceiver<Ack> {
+        &mut self.done_rx
     }
 
     /// Identities held.
@@ -154,12 +186,103 @@ impl DedupWindow {
     }
 }
 
+/// The window's file, owned by the recorder thread.
+struct Log {
+    path: PathBuf,
+    file: File,
+    order: VecDeque<u64>,
+    capacity: usize,
+    entries_in_file: usize,
+}
+
+impl Log {
+    fn run(mut self, rx: mpsc::Receiver<Record>, done: UnboundedSender<Ack>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter());
+            let mut bytes = Vec::new();
+            for r in &batch {
+                for d in &r.digests {
+                    bytes.extend_from_slice(&d.to_le_bytes());
+                }
+            }
+            if let Err(e) = self.append(&bytes) {
+                // Not durable, so not acknowledged: the upstream keeps the messages
+                // and redelivers them, and the in-memory window drops the copies.
+                tracing::error!(
+                    "federation duplicate window {}: {e}; acks withheld",
+                    self.path.display()
+                );
+                continue;
+            }
+            for r in batch {
+                for d in r.digests {
+                    self.order.push_back(d);
+                }
+                if let Some(a) = r.ack {
+                    let _ = done.send(a);
+                }
+            }
+            while self.order.len() > self.capacity {
+                self.order.pop_front();
+            }
+            if self.entries_in_file > self.capacity * 2 {
+                if let Err(e) = self.compact() {
+                    tracing::warn!(
+                        "federation duplicate window {}: compaction failed: {e}",
+                        self.path.display()
+                    );
+                }
+            }
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(bytes)?;
+        self.file.sync_data()?;
+        self.entries_in_file += bytes.len() / 8;
+        Ok(())
+    }
+
+    /// Rewrites the file with only the window's entries.
+    fn compact(&mut self) -> io::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        let mut bytes = Vec::with_capacity(self.order.len() * 8);
+        for d in &self.order {
+            bytes.extend_from_slice(&d.to_le_bytes());
+        }
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.entries_in_file = self.order.len();
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn bounded_and_persistent() {
+    async fn recorded(w: &mut DedupWindow, tag: u64) {
+        w.record(Some((1, tag)));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), w.acks().recv())
+            .await
+            .unwrap();
+        assert_eq!(got, Some((1, tag)));
+    }
+
+    #[tokio::test]
+    async fn bounded_persistent_and_acks_after_the_write() {
         let dir = std::env::temp_dir().join(format!("ferrymq-dedup-{}", std::process::id()));
         let path = dir.join("w.dedup");
         let _ = std::fs::remove_file(&path);
@@ -168,7 +291,7 @@ mod tests {
             for id in ["a", "b", "c", "d"] {
                 w.insert(id);
             }
-            w.sync().unwrap();
+            recorded(&mut w, 7).await;
             assert!(!w.contains("a"), "evicted");
             assert!(w.contains("d"));
         }
@@ -185,12 +308,20 @@ mod tests {
         let mut w = DedupWindow::open(path.clone(), 2).unwrap();
         for i in 0..20 {
             w.insert(&format!("x{i}"));
-            w.sync().unwrap();
+            recorded(&mut w, i).await;
         }
         assert!(
             std::fs::metadata(&path).unwrap().len() <= 8 * 5,
             "compacted"
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn in_memory_acks_at_once() {
+        let mut w = DedupWindow::in_memory(10);
+        w.insert("x");
+        recorded(&mut w, 3).await;
+        assert!(w.contains("x"));
     }
 }

@@ -11,6 +11,7 @@
 //! - [`status`]: what `/api/federation-links` and `/metrics` show.
 
 pub mod dedup;
+pub mod headers;
 pub mod link;
 pub mod status;
 pub mod upstream;

@@ -8,14 +8,15 @@
 //! demand has been absent for [`PAUSE_AFTER`], so a prefetch-1 consumer does not
 //! cause a consume/cancel storm.
 
-use crate::dedup::DedupWindow;
+use crate::dedup::{self, DedupWindow};
+use crate::headers::{self, Hop};
 use crate::status::{LinkStatus, State};
 use crate::upstream::{AckMode, Upstream};
 use amq_protocol::protocol::{basic, queue as q, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use bytes::{Bytes, BytesMut};
 use ferrymq_broker::consumer::IDENTITY_HEADER;
-use ferrymq_broker::message::Message;
+use ferrymq_broker::message::{encode_properties, Message};
 use ferrymq_broker::queue::{Enqueued, Queue};
 use ferrymq_client::{
     ids, short, AmqpUri, Connection, FrameReader, FrameWriter, FRAME_BODY, FRAME_HEADER,
@@ -100,10 +101,12 @@ pub async fn run(
     let mut delay = base_delay;
     let mut uri_index = 0usize;
     let mut seen_restart = control.borrow().restart;
+    let mut generation = 0;
     loop {
         if control.borrow().stop {
             break;
         }
+        generation += 1;
         status.set(State::Starting, None);
         let uri = &cfg.upstream.uris[uri_index % cfg.upstream.uris.len()];
         let name = format!(
@@ -118,9 +121,10 @@ pub async fn run(
         let failure = match opened {
             Ok(Ok(conn)) => {
                 status.established(uri.redacted());
-                let (end, consumed) = Session::new(&cfg, &status, uri, &mut dedup, synced.clone())
-                    .run(conn, &mut control)
-                    .await;
+                let (end, consumed) =
+                    Session::new(&cfg, &status, uri, &mut dedup, synced.clone(), generation)
+                        .run(conn, &mut control)
+                        .await;
                 // Back off only while connections fail; a link that worked retries promptly.
                 if consumed {
                     delay = base_delay;
@@ -164,9 +168,7 @@ pub async fn run(
         seen_restart = control.borrow().restart;
         delay = (delay * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
     }
-    if let Err(e) = dedup.sync() {
-        tracing::warn!("federation link {}: {e}", status.id);
-    }
+    dedup.record(None);
     status.set(State::Stopped, None);
 }
 
@@ -185,19 +187,24 @@ struct Incoming {
 struct Session<'a> {
     cfg: &'a LinkConfig,
     status: &'a LinkStatus,
-    uri: &'a AmqpUri,
     dedup: &'a mut DedupWindow,
     synced: watch::Receiver<u64>,
     upstream_cluster: String,
+    /// The upstream URI without credentials, as the hop entry shows it.
+    uri_shown: String,
     consuming: bool,
     cancelling: bool,
     no_demand_since: Option<Instant>,
     hold_until: Option<Instant>,
     incoming: Option<Incoming>,
-    /// Stored messages not yet acknowledged upstream: (tag, durability epoch, identity).
-    pending: VecDeque<(u64, u64, Option<String>)>,
+    /// Stored messages not yet acknowledged upstream: (tag, durability epoch, identity digest).
+    pending: VecDeque<(u64, u64, Option<u64>)>,
     /// The channel is set up (the upstream queue exists).
     setup_done: bool,
+    /// Which session of the link this is: acks recorded for an earlier one are void.
+    generation: u64,
+    /// Acks waiting for the duplicate window's recorder.
+    acks_in_flight: usize,
 }
 
 impl<'a> Session<'a> {
@@ -207,14 +214,15 @@ impl<'a> Session<'a> {
         uri: &'a AmqpUri,
         dedup: &'a mut DedupWindow,
         synced: watch::Receiver<u64>,
+        generation: u64,
     ) -> Self {
         Session {
             cfg,
             status,
-            uri,
             dedup,
             synced,
             upstream_cluster: String::new(),
+            uri_shown: uri.redacted(),
             consuming: false,
             cancelling: false,
             no_demand_since: None,
@@ -222,6 +230,8 @@ impl<'a> Session<'a> {
             incoming: None,
             pending: VecDeque::new(),
             setup_done: false,
+            generation,
+            acks_in_flight: 0,
         }
     }
 
@@ -254,13 +264,11 @@ impl<'a> Session<'a> {
             }
         }
         for (_, _, id) in self.pending.drain(..) {
-            if let Some(id) = id {
-                self.dedup.insert(&id);
+            if let Some(d) = id {
+                self.dedup.insert_digest(d);
             }
         }
-        if let Err(e) = self.dedup.sync() {
-            tracing::warn!("federation link {}: {e}", self.status.id);
-        }
+        self.dedup.record(None);
     }
 
     async fn serve(&mut self, mut conn: Connection, control: &mut watch::Receiver<Control>) -> End {
@@ -304,11 +312,10 @@ impl<'a> Session<'a> {
                     }
                 }
                 _ = self.synced.changed(), if waiting_sync => {}
+                ack = self.dedup.acks().recv() => self.ack_recorded(ack, &mut writer),
                 _ = tick.tick() => {}
             }
-            if let Err(e) = self.settle(&mut writer) {
-                return End::Failed(e);
-            }
+            self.settle();
             self.follow_demand(&mut writer);
             if let Err(e) = writer.flush().await {
                 return End::Failed(format!("connection lost: {e}"));
@@ -405,18 +412,17 @@ impl<'a> Session<'a> {
             match frame.kind {
                 FRAME_METHOD => match frame.method_id() {
                     Some(ids::BASIC_DELIVER) => {
-                        let method = frame.decode_method().map_err(|e| e.to_string())?;
-                        if let AMQPClass::Basic(basic::AMQPMethod::Deliver(d)) = method {
-                            self.incoming = Some(Incoming {
-                                tag: d.delivery_tag,
-                                redelivered: d.redelivered,
-                                exchange: d.exchange.to_string(),
-                                routing_key: d.routing_key.to_string(),
-                                properties: Bytes::new(),
-                                size: 0,
-                                body: BytesMut::new(),
-                            });
-                        }
+                        let (tag, redelivered, exchange, routing_key) =
+                            parse_deliver(frame.payload).ok_or("malformed basic.deliver")?;
+                        self.incoming = Some(Incoming {
+                            tag,
+                            redelivered,
+                            exchange,
+                            routing_key,
+                            properties: Bytes::new(),
+                            size: 0,
+                            body: BytesMut::new(),
+                        });
                     }
                     Some(ids::CONNECTION_CLOSE) | Some(ids::CHANNEL_CLOSE) => {
                         return Err(frame.close_error().to_string());
@@ -431,6 +437,7 @@ impl<'a> Session<'a> {
                         // cancel-ok: paused until demand returns.
                         self.consuming = false;
                         self.cancelling = false;
+                        self.status.pauses.fetch_add(1, Ordering::Relaxed);
                         self.status.set(State::Paused, None);
                     }
                     _ => {}
@@ -466,41 +473,38 @@ impl<'a> Session<'a> {
     /// Moves one delivered message into the local queue (or drops a duplicate).
     fn store(&mut self, inc: Incoming, writer: &mut FrameWriter) -> Result<(), String> {
         let ack_mode = self.cfg.upstream.ack_mode;
-        let received = Message::from_wire(
-            inc.exchange.clone(),
-            inc.routing_key.clone(),
-            inc.properties,
-            Bytes::new(),
-            Instant::now(),
-        )
-        .ok_or("the upstream sent malformed message properties")?;
-        let mut props = received.properties().clone();
-        let mut headers = props.headers().clone().unwrap_or_default();
-        let identity = match headers.inner().get(IDENTITY_HEADER) {
-            Some(AMQPValue::LongString(s)) => Some(format!("ferrymq:{s}")),
-            _ => props
-                .message_id()
-                .as_ref()
-                .map(|m| format!("message-id:{m}")),
+        let hop = Hop {
+            uri: &self.uri_shown,
+            queue: &self.cfg.upstream_queue,
+            redelivered: inc.redelivered,
+            cluster_name: &self.upstream_cluster,
         };
-        let mut table = headers.inner().clone();
-        table.remove(IDENTITY_HEADER);
-        let mut hops: Vec<AMQPValue> = match table.get("x-received-from") {
-            Some(AMQPValue::FieldArray(a)) => a.as_slice().to_vec(),
-            _ => Vec::new(),
+        let prepared = match headers::rewrite(
+            &inc.properties,
+            IDENTITY_HEADER,
+            IDENTITY_KEY,
+            &hop,
+            identity_of,
+        ) {
+            Some(r) => Prepared::Store(Bytes::from(r.properties), r.identity),
+            None => self.prepare_decoded(&inc.properties, &hop)?,
         };
-        if visited(&hops, &self.cfg.cluster_name, &self.cfg.queue.name) {
-            // Never back into a queue the message already left: leave it upstream,
-            // where the upstream's own consumers (served first) can take it.
-            self.status.loops_refused.fetch_add(1, Ordering::Relaxed);
-            if ack_mode != AckMode::NoAck {
-                writer.push_nack(CH, inc.tag, false, true);
+        let (properties, identity) = match prepared {
+            Prepared::Store(p, id) => (p, id),
+            Prepared::Loop => {
+                // Never back into a queue the message already left: leave it upstream,
+                // where the upstream's own consumers (served first) can take it.
+                self.status.loops_refused.fetch_add(1, Ordering::Relaxed);
+                if ack_mode != AckMode::NoAck {
+                    writer.push_nack(CH, inc.tag, false, true);
+                }
+                self.hold(writer);
+                return Ok(());
             }
-            self.hold(writer);
-            return Ok(());
-        }
-        if let Some(id) = &identity {
-            if self.dedup.contains(id) {
+        };
+        let digest = identity.as_deref().map(dedup::digest);
+        if let Some(d) = digest {
+            if self.dedup.contains_digest(d) {
                 self.status.duplicates.fetch_add(1, Ordering::Relaxed);
                 if ack_mode != AckMode::NoAck {
                     self.pending.push_back((inc.tag, 0, None));
@@ -508,40 +512,18 @@ impl<'a> Session<'a> {
                 return Ok(());
             }
         }
-        let mut entry = FieldTable::default();
-        entry.insert(
-            "uri".into(),
-            AMQPValue::LongString(LongString::from(self.uri.redacted())),
-        );
-        entry.insert(
-            "queue".into(),
-            AMQPValue::LongString(LongString::from(self.cfg.upstream_queue.clone())),
-        );
-        entry.insert("redelivered".into(), AMQPValue::Boolean(inc.redelivered));
-        entry.insert(
-            "cluster-name".into(),
-            AMQPValue::LongString(LongString::from(self.upstream_cluster.clone())),
-        );
-        if let Some(id) = &identity {
-            // Kept with the stored message, so a restart can tell which messages this
-            // link stored even if their identities never reached the window's file.
-            entry.insert(
-                IDENTITY_KEY.into(),
-                AMQPValue::LongString(LongString::from(id.clone())),
-            );
-        }
-        hops.push(AMQPValue::FieldTable(entry));
-        table.insert(
-            "x-received-from".into(),
-            AMQPValue::FieldArray(FieldArray::from(hops)),
-        );
-        headers = FieldTable::from(table);
-        props = props.with_headers(headers);
         let queue = &self.cfg.queue;
         if queue.is_deleted() {
             return Err("the local queue was deleted".into());
         }
-        let message = Message::new(inc.exchange, inc.routing_key, props, inc.body.freeze());
+        let message = Message::from_wire(
+            inc.exchange,
+            inc.routing_key,
+            properties,
+            inc.body.freeze(),
+            Instant::now(),
+        )
+        .ok_or("the upstream sent malformed message properties")?;
         match queue.publish(Arc::new(message)) {
             Enqueued::Accepted(_) if queue.is_deleted() => {
                 Err("the local queue was deleted".into())
@@ -550,12 +532,12 @@ impl<'a> Session<'a> {
                 self.status.transferred.fetch_add(1, Ordering::Relaxed);
                 match ack_mode {
                     AckMode::NoAck => {
-                        if let Some(id) = identity {
-                            self.dedup.insert(&id);
+                        if let Some(d) = digest {
+                            self.dedup.insert_digest(d);
                         }
                     }
-                    AckMode::OnPublish => self.pending.push_back((inc.tag, 0, identity)),
-                    AckMode::OnConfirm => self.pending.push_back((inc.tag, epoch, identity)),
+                    AckMode::OnPublish => self.pending.push_back((inc.tag, 0, digest)),
+                    AckMode::OnConfirm => self.pending.push_back((inc.tag, epoch, digest)),
                 }
                 Ok(())
             }
@@ -570,6 +552,52 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// The decoding path, for messages that already carry `x-received-from` (they
+    /// may be looping) or have properties the byte-level rewrite does not handle.
+    fn prepare_decoded(&self, raw: &Bytes, hop: &Hop<'_>) -> Result<Prepared, String> {
+        let received = Message::from_wire(
+            String::new(),
+            String::new(),
+            raw.clone(),
+            Bytes::new(),
+            Instant::now(),
+        )
+        .ok_or("the upstream sent malformed message properties")?;
+        let props = received.properties().clone();
+        let headers = props.headers().clone().unwrap_or_default();
+        let ferrymq_id = match headers.inner().get(IDENTITY_HEADER) {
+            Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+            _ => None,
+        };
+        let message_id = props.message_id().as_ref().map(|m| m.to_string());
+        let identity = identity_of(ferrymq_id.as_deref(), message_id.as_deref());
+        let mut table = headers.inner().clone();
+        table.remove(IDENTITY_HEADER);
+        let mut hops: Vec<AMQPValue> = match table.get("x-received-from") {
+            Some(AMQPValue::FieldArray(a)) => a.as_slice().to_vec(),
+            _ => Vec::new(),
+        };
+        if visited(&hops, &self.cfg.cluster_name, &self.cfg.queue.name) {
+            return Ok(Prepared::Loop);
+        }
+        let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+        let mut entry = FieldTable::default();
+        entry.insert("uri".into(), text(hop.uri));
+        entry.insert("queue".into(), text(hop.queue));
+        entry.insert("redelivered".into(), AMQPValue::Boolean(hop.redelivered));
+        entry.insert("cluster-name".into(), text(hop.cluster_name));
+        if let Some(id) = &identity {
+            entry.insert(IDENTITY_KEY.into(), text(id));
+        }
+        hops.push(AMQPValue::FieldTable(entry));
+        table.insert(
+            "x-received-from".into(),
+            AMQPValue::FieldArray(FieldArray::from(hops)),
+        );
+        let props = props.with_headers(FieldTable::from(table));
+        Ok(Prepared::Store(encode_properties(&props), identity))
+    }
+
     /// Stops consuming for one reconnect delay (at least a second).
     fn hold(&mut self, writer: &mut FrameWriter) {
         let d =
@@ -582,7 +610,7 @@ impl<'a> Session<'a> {
 
     /// Acknowledges upstream every stored message whose durability epoch is synced,
     /// in delivery order, after recording their identities durably.
-    fn settle(&mut self, writer: &mut FrameWriter) -> Result<(), String> {
+    fn settle(&mut self) {
         let synced = *self.synced.borrow();
         let mut last = None;
         while let Some(&(tag, epoch, _)) = self.pending.front() {
@@ -590,18 +618,26 @@ impl<'a> Session<'a> {
                 break;
             }
             let (_, _, id) = self.pending.pop_front().expect("front exists");
-            if let Some(id) = id {
-                self.dedup.insert(&id);
+            if let Some(d) = id {
+                self.dedup.insert_digest(d);
             }
             last = Some(tag);
         }
         if let Some(tag) = last {
-            self.dedup
-                .sync()
-                .map_err(|e| format!("cannot record stored messages: {e}"))?;
-            writer.push_ack(CH, tag, true);
+            // The ack goes out when the recorder says the identities are on disk.
+            self.dedup.record(Some((self.generation, tag)));
+            self.acks_in_flight += 1;
         }
-        Ok(())
+    }
+
+    /// Sends an ack the recorder released (if it belongs to this session).
+    fn ack_recorded(&mut self, ack: Option<dedup::Ack>, writer: &mut FrameWriter) {
+        if let Some((generation, tag)) = ack {
+            if generation == self.generation {
+                writer.push_ack(CH, tag, true);
+                self.acks_in_flight = self.acks_in_flight.saturating_sub(1);
+            }
+        }
     }
 
     /// Stops consuming and settles what is in flight before a planned stop.
@@ -610,7 +646,9 @@ impl<'a> Session<'a> {
             self.cancel(writer);
         }
         let deadline = Instant::now() + DRAIN_TIMEOUT;
-        while (self.cancelling || !self.pending.is_empty()) && Instant::now() < deadline {
+        while (self.cancelling || !self.pending.is_empty() || self.acks_in_flight > 0)
+            && Instant::now() < deadline
+        {
             if writer.flush().await.is_err() {
                 return;
             }
@@ -627,11 +665,10 @@ impl<'a> Session<'a> {
                     }
                 }
                 _ = self.synced.changed(), if waiting_sync => {}
+                ack = self.dedup.acks().recv() => self.ack_recorded(ack, writer),
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
-            if self.settle(writer).is_err() {
-                return;
-            }
+            self.settle();
         }
         let _ = writer.flush().await;
         let _ = ferrymq_client::close_parts(reader, writer).await;
@@ -661,9 +698,43 @@ fn seed_from_queue(cfg: &LinkConfig, dedup: &mut DedupWindow) {
         cfg.queue.name
     );
     if found > 0 {
-        if let Err(e) = dedup.sync() {
-            tracing::warn!("federation link on {}: {e}", cfg.queue.name);
-        }
+        dedup.record(None);
+    }
+}
+
+/// Reads basic.deliver's fields in place (the codec would allocate the consumer
+/// tag too): (delivery tag, redelivered, exchange, routing key).
+fn parse_deliver(p: &[u8]) -> Option<(u64, bool, String, String)> {
+    let short = |at: usize| -> Option<(String, usize)> {
+        let len = *p.get(at)? as usize;
+        let s = std::str::from_utf8(p.get(at + 1..at + 1 + len)?).ok()?;
+        Some((s.to_owned(), at + 1 + len))
+    };
+    let tag_len = *p.get(4)? as usize;
+    let at = 5 + tag_len;
+    let tag = u64::from_be_bytes(p.get(at..at + 8)?.try_into().ok()?);
+    let redelivered = p.get(at + 8)? & 1 == 1;
+    let (exchange, at) = short(at + 9)?;
+    let (routing_key, _) = short(at)?;
+    Some((tag, redelivered, exchange, routing_key))
+}
+
+/// What to do with a delivered message.
+enum Prepared {
+    /// Store it with these properties; the identity (if any) removes duplicates.
+    Store(Bytes, Option<String>),
+    /// It already left this queue once: refuse it.
+    Loop,
+}
+
+/// A message's identity: FerryMQ's stamp from a FerryMQ upstream, else `message-id`.
+/// (It also keeps the stored message's record of where it came from: the
+/// `ferrymq-id` key of the hop entry, read back by [`seed_from_queue`].)
+fn identity_of(ferrymq_id: Option<&str>, message_id: Option<&str>) -> Option<String> {
+    match (ferrymq_id, message_id) {
+        (Some(f), _) => Some(format!("ferrymq:{f}")),
+        (None, Some(m)) => Some(format!("message-id:{m}")),
+        (None, None) => None,
     }
 }
 
@@ -685,6 +756,26 @@ fn visited(hops: &[AMQPValue], cluster: &str, queue: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deliver_parses_in_place() {
+        use amq_protocol::frame::{gen_frame, AMQPFrame, WriteContext};
+        let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+            consumer_tag: "ctag".into(),
+            delivery_tag: 77,
+            redelivered: true,
+            exchange: "ex".into(),
+            routing_key: "rk.1".into(),
+        }));
+        let ctx = gen_frame(&AMQPFrame::Method(1, method))(WriteContext::from(Vec::new())).unwrap();
+        let bytes = ctx.into_inner().0;
+        let payload = &bytes[7..bytes.len() - 1];
+        assert_eq!(
+            parse_deliver(payload),
+            Some((77, true, "ex".to_string(), "rk.1".to_string()))
+        );
+        assert_eq!(parse_deliver(&payload[..10]), None);
+    }
 
     #[test]
     fn loop_rule_matches_cluster_and_queue() {

@@ -92,6 +92,8 @@ pub struct LinkStatus {
     pub reconnects: AtomicU64,
     /// Messages refused because they already visited this queue.
     pub loops_refused: AtomicU64,
+    /// Times the link stopped consuming for lack of local demand.
+    pub pauses: AtomicU64,
     inner: Mutex<Mutable>,
 }
 
@@ -120,6 +122,7 @@ impl LinkStatus {
             duplicates: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             loops_refused: AtomicU64::new(0),
+            pauses: AtomicU64::new(0),
             inner: Mutex::new(Mutable {
                 state: State::Starting,
                 error: None,
@@ -174,6 +177,7 @@ impl LinkStatus {
             "duplicates_dropped": self.duplicates.load(Ordering::Relaxed),
             "reconnects": self.reconnects.load(Ordering::Relaxed),
             "loops_refused": self.loops_refused.load(Ordering::Relaxed),
+            "pauses": self.pauses.load(Ordering::Relaxed),
         });
         if let Some(e) = &m.error {
             v["error"] = e.clone().into();
