@@ -8,14 +8,13 @@
 //! a small fraction of any broker's, so the broker is what a benchmark measures.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use amq_protocol::frame::{gen_frame, AMQPContentHeader, AMQPFrame, WriteContext};
 use amq_protocol::protocol::{basic, channel, connection, parse_class, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::uri::AmqpUri;
@@ -133,10 +132,16 @@ impl Frame<'_> {
     }
 }
 
+/// The read half of a plain TCP or a TLS connection.
+type ReadSide = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a plain TCP or a TLS connection.
+type WriteSide = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// The read side of a connection: one buffer, many frames per socket read.
-#[derive(Debug)]
 pub struct FrameReader {
-    half: OwnedReadHalf,
+    half: ReadSide,
+    /// The socket, for the socket-level read tricks; `None` under TLS.
+    fd: Option<RawFd>,
     buf: Vec<u8>,
     /// Start of the first unparsed byte in `buf`.
     pos: usize,
@@ -146,9 +151,10 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
-    fn new(half: OwnedReadHalf) -> Self {
+    fn new(half: ReadSide, fd: Option<RawFd>) -> Self {
         Self {
             half,
+            fd,
             buf: Vec::with_capacity(READ_CHUNK),
             pos: 0,
             max_payload: INITIAL_FRAME_MAX as usize - FRAME_OVERHEAD,
@@ -166,11 +172,14 @@ impl FrameReader {
     /// is woken once per batch instead of once per segment. Pair it with [`Self::sweep`] on a
     /// timer, or the tail of a stream smaller than `bytes` would never be read.
     pub fn set_low_water(&self, bytes: usize) -> io::Result<()> {
+        let Some(fd) = self.fd else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
         let value = libc::c_int::try_from(bytes.max(1)).unwrap_or(libc::c_int::MAX);
         // SAFETY: setsockopt reads one c_int from a valid pointer, on a socket we own.
         let rc = unsafe {
             libc::setsockopt(
-                self.half.as_ref().as_raw_fd(),
+                fd,
                 libc::SOL_SOCKET,
                 libc::SO_RCVLOWAT,
                 (&value as *const libc::c_int).cast(),
@@ -187,12 +196,15 @@ impl FrameReader {
     /// Reads what the kernel holds right now, below the low-water mark too, without waiting
     /// (tokio only reads once the socket was reported readable). Returns the bytes read.
     pub fn sweep(&mut self) -> io::Result<usize> {
+        let Some(fd) = self.fd else {
+            return Ok(0); // under TLS the next fill reads whatever is there
+        };
         self.compact();
         let spare = self.buf.spare_capacity_mut();
         // SAFETY: recv writes at most `spare.len()` bytes into the Vec's spare capacity.
         let n = unsafe {
             libc::recv(
-                self.half.as_ref().as_raw_fd(),
+                fd,
                 spare.as_mut_ptr().cast(),
                 spare.len(),
                 libc::MSG_DONTWAIT,
@@ -297,9 +309,8 @@ impl FrameReader {
 }
 
 /// The write side of a connection: frames accumulate in one buffer and go out in one syscall.
-#[derive(Debug)]
 pub struct FrameWriter {
-    half: OwnedWriteHalf,
+    half: WriteSide,
     buf: Vec<u8>,
     /// Bytes of `buf` already written: lets an interrupted flush resume where it stopped
     /// instead of resending (and corrupting) half-written frames.
@@ -307,7 +318,7 @@ pub struct FrameWriter {
 }
 
 impl FrameWriter {
-    fn new(half: OwnedWriteHalf) -> Self {
+    fn new(half: WriteSide) -> Self {
         Self {
             half,
             buf: Vec::with_capacity(READ_CHUNK),
@@ -364,6 +375,7 @@ impl FrameWriter {
                 n => self.written += n,
             }
         }
+        self.half.flush().await?;
         self.buf.clear();
         self.written = 0;
         Ok(())
@@ -389,7 +401,6 @@ fn encode(frame: &AMQPFrame, out: &mut Vec<u8>) -> io::Result<()> {
 }
 
 /// An open connection with channel-level RPC for setup; split it for the hot path.
-#[derive(Debug)]
 pub struct Connection {
     reader: FrameReader,
     writer: FrameWriter,
@@ -408,19 +419,27 @@ impl Connection {
 
     /// [`Connection::open`] with the product name the broker shows for this client.
     pub async fn open_as(uri: &AmqpUri, name: &str, product: &str) -> io::Result<Self> {
-        if uri.tls {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "amqps:// (TLS) is not supported by this client yet",
-            ));
-        }
         let stream = TcpStream::connect(uri.address()).await?;
         // Latency runs send one small message at a time; Nagle would hold it back.
         stream.set_nodelay(true)?;
-        let (r, w) = stream.into_split();
+        let (reader, writer) = if uri.tls {
+            let tls = crate::tls::connect(uri, stream).await?;
+            let (r, w) = tokio::io::split(tls);
+            (
+                FrameReader::new(Box::new(r), None),
+                FrameWriter::new(Box::new(w)),
+            )
+        } else {
+            let fd = stream.as_raw_fd();
+            let (r, w) = stream.into_split();
+            (
+                FrameReader::new(Box::new(r), Some(fd)),
+                FrameWriter::new(Box::new(w)),
+            )
+        };
         let mut conn = Self {
-            reader: FrameReader::new(r),
-            writer: FrameWriter::new(w),
+            reader,
+            writer,
             frame_max: INITIAL_FRAME_MAX,
             server_properties: FieldTable::default(),
         };

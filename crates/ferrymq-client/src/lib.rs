@@ -4,6 +4,7 @@
 //! drives benchmarks with it and federation links consume from upstreams with it.
 
 pub mod connection;
+pub mod tls;
 pub mod uri;
 
 pub use connection::*;

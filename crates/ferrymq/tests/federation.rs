@@ -868,3 +868,165 @@ async fn links_survive_a_downstream_restart() {
     b.term();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn prefetch_one_consumer_causes_no_consume_cancel_storm_and_links_resume() {
+    let a = start().await;
+    let b = start().await;
+    let (_ca, cha) = a.channel().await;
+    declare_durable(&cha, "slow").await.unwrap();
+    publish_confirmed(&cha, "slow", (0..300).map(|i| format!("m{i}"))).await;
+    let (_cb, chb) = b.channel().await;
+    declare_durable(&chb, "slow").await.unwrap();
+    add_upstream(&b, "old", a.port, json!({"prefetch-count": 1})).await;
+    federate(&b, "^slow$", json!({"federation-upstream": "old"})).await;
+    wait_status(&b, "slow", "paused").await;
+    // A prefetch-1 consumer: demand comes and goes with every message.
+    {
+        let (_c, ch) = b.channel().await;
+        let got = consume_n(&ch, "slow", 150, 1).await;
+        assert_eq!(got.len(), 150);
+    }
+    let l = link_for(&b, "slow").await.unwrap();
+    assert!(
+        l["pauses"].as_u64().unwrap() <= 5,
+        "the link kept consuming through short gaps in demand: {l}"
+    );
+    // The consumer went away: the link pauses and nothing more moves.
+    wait_status(&b, "slow", "paused").await;
+    let left = depth(&a, "slow").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(depth(&a, "slow").await, left);
+    // It comes back: the link resumes and the rest arrives.
+    let (_c, ch) = b.channel().await;
+    let rest = consume_n(&ch, "slow", 150, 10).await;
+    let expected: Vec<String> = (150..300).map(|i| format!("m{i}")).collect();
+    assert_eq!(rest, expected, "resumed in order");
+}
+
+/// A TLS-terminating proxy in front of `target` with a fresh certificate for
+/// `localhost` from a fresh CA; returns its port and the CA's PEM path.
+async fn tls_proxy(target: u16, dir: &std::path::Path) -> (u16, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (ca, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    // A CA and a server certificate it signs (webpki refuses a CA as the server's own).
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=ferrymq-test-ca -keyout ca.key -out ca.pem",
+        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out req.csr",
+        "x509 -req -in req.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -out cert.pem -extfile ext.cnf",
+    ] {
+        let ok = std::process::Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl")
+            .success();
+        assert!(ok, "openssl {args}");
+    }
+    let certs: Vec<_> = rustls_pemfile::certs(&mut std::fs::read(&cert).unwrap().as_slice())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut std::fs::read(&key).unwrap().as_slice())
+        .unwrap()
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let cert = ca;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (port, cert)
+}
+
+#[tokio::test]
+async fn amqps_upstreams_verify_the_server_certificate() {
+    let a = start().await;
+    let b = start().await;
+    let dir = std::env::temp_dir().join(format!("ferrymq-fed-tls-{}", std::process::id()));
+    let (tls_port, cert) = tls_proxy(a.port, &dir).await;
+    let (_ca, cha) = a.channel().await;
+    declare(&cha, "secure", FieldTable::default()).await;
+    declare(&cha, "untrusted", FieldTable::default()).await;
+    publish(&cha, "", "secure", b"over tls").await;
+    let (_cb, chb) = b.channel().await;
+    declare(&chb, "secure", FieldTable::default()).await;
+    declare(&chb, "untrusted", FieldTable::default()).await;
+    let value = |extra: &str| json!({"value": {"uri": format!("amqps://guest:guest@localhost:{tls_port}/%2F{extra}"), "reconnect-delay": 0.2}});
+    let trusted = value(&format!("?cacertfile={}", cert.display()));
+    b.api(
+        "PUT",
+        "/api/parameters/federation-upstream/%2F/tls",
+        Some(trusted),
+    )
+    .await;
+    b.api(
+        "PUT",
+        "/api/parameters/federation-upstream/%2F/plain-roots",
+        Some(value("")),
+    )
+    .await;
+    b.api(
+        "PUT",
+        "/api/policies/%2F/p1",
+        Some(json!({"pattern": "^secure$", "definition": {"federation-upstream": "tls"}})),
+    )
+    .await;
+    b.api(
+        "PUT",
+        "/api/policies/%2F/p2",
+        Some(
+            json!({"pattern": "^untrusted$", "definition": {"federation-upstream": "plain-roots"}}),
+        ),
+    )
+    .await;
+    let l = wait_status(&b, "secure", "paused").await;
+    assert!(
+        l["uri"].as_str().unwrap().starts_with("amqps://localhost:"),
+        "{l}"
+    );
+    let (_c, ch) = b.channel().await;
+    assert_eq!(consume_n(&ch, "secure", 1, 1).await, ["over tls"]);
+    // A self-signed certificate is refused against the system roots, and says why.
+    let l = wait_status(&b, "untrusted", "error").await;
+    assert!(
+        l["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("certificate"),
+        "{l}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
