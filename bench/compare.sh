@@ -20,6 +20,7 @@
 #   publish-16b     publish-only 16 B: N messages, then stop                   (--messages)
 #   drain-16b       consume-only drain of that backlog (runs publish-16b first)
 #   latency-10k     16 B at 10k msg/s: p50 / p99 end-to-end latency            (--duration)
+#   queue-churn     declare + delete of a transient queue, one round trip each: cycles/s
 #
 # Environment: FERRY_PORT/FERRY_HTTP_PORT (5790/15790), RABBIT_PORT/RABBIT_MGMT_PORT (5791/15791),
 # FERRY_URI_USER (guest:guest), PAUSE between runs in seconds (1).
@@ -33,7 +34,7 @@ MESSAGES=""
 ONLY=""
 BROKERS="ferrymq rabbitmq"
 WRITE=0
-ALL_SCENARIOS="transient-16b transient-1k persistent-1k publish-16b drain-16b latency-10k"
+ALL_SCENARIOS="transient-16b transient-1k persistent-1k publish-16b drain-16b latency-10k queue-churn"
 
 FERRY_PORT=${FERRY_PORT:-5790}
 FERRY_HTTP_PORT=${FERRY_HTTP_PORT:-15790}
@@ -150,18 +151,27 @@ jfield() { # JSON KEY -> value of a top-level scalar in ferryperf's flat JSON
   sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<<"$1"
 }
 
-# ferryperf against one broker; prints its JSON. Broker CPU for the run is appended to the JSON
-# line as "broker_cpu_s" so one line holds everything about the run.
+# ferryperf throughput against one broker; prints its JSON (see perf_cmd).
 perf_run() { # BROKER ARGS...
-  local broker=$1 uri pid before after out
+  local broker=$1
   shift
+  perf_cmd "$broker" throughput "$@"
+}
+
+# A ferryperf command against one broker; prints its JSON. Broker CPU for the run is appended to
+# the JSON line as "broker_cpu_s" so one line holds everything about the run.
+perf_cmd() { # BROKER COMMAND ARGS...
+  local broker=$1 command=$2 uri pid before after out
+  shift 2
   if [ "$broker" = ferrymq ]; then
     uri="amqp://$CREDENTIALS@127.0.0.1:$FERRY_PORT/%2F" pid=$FERRY_PID
   else
     uri="amqp://$CREDENTIALS@127.0.0.1:$RABBIT_PORT/%2F" pid=$RABBIT_PID
   fi
   before=$(cpu_ticks "$pid")
-  if ! out=$("$PERF" throughput --uri "$uri" --json --quiet "$@" 2>"$WORK/perf.err"); then
+  local quiet=--quiet
+  [ "$command" = throughput ] || quiet=""
+  if ! out=$("$PERF" "$command" --uri "$uri" --json $quiet "$@" 2>"$WORK/perf.err"); then
     log "ferryperf failed against $broker: $(tail -n 3 "$WORK/perf.err")"
   fi
   after=$(cpu_ticks "$pid")
@@ -173,7 +183,8 @@ perf_run() { # BROKER ARGS...
 record() { # SCENARIO BROKER RATE_KEY JSON
   local json=$4 rate moved cpu client p50 p99 ok=1
   rate=$(jfield "$json" "$3")
-  moved=$(awk -v p="$(jfield "$json" published)" -v c="$(jfield "$json" consumed)" 'BEGIN { print (p > c ? p : c) + 0 }')
+  moved=$(awk -v p="$(jfield "$json" published)" -v c="$(jfield "$json" consumed)" -v y="$(jfield "$json" cycles)" \
+    'BEGIN { m = p > c ? p : c; if (y > m) m = y; print m + 0 }')
   cpu=$(awk -v s="$(jfield "$json" broker_cpu_s)" -v m="$moved" 'BEGIN { if (m > 0) printf "%.3f", s * 1e6 / m; else print "null" }')
   client=$(jfield "$json" client_cpu_us_per_msg)
   p50=$(jfield "$json" latency_p50_ms)
@@ -197,6 +208,8 @@ run_scenario() { # SCENARIO BROKER REP
       record "$s" "$b" consume_rate "$json" ;;
     latency-10k) json=$(perf_run "$b" --queue "$q" --delete-queue --size 16 --autoack --rate 10000 --duration "$DURATION")
       record "$s" "$b" consume_rate "$json" ;;
+    queue-churn) json=$(perf_cmd "$b" queue-churn --cycles "$((DURATION * 500))")
+      record "$s" "$b" rate "$json" ;;
     publish-16b | drain-16b)
       # The drain needs the backlog a publish-only run leaves: every repetition does both, and
       # records whichever of the two was asked for.
@@ -262,6 +275,7 @@ label() {
     publish-16b) echo "publish-only 16 B ($MESSAGES msgs)" ;;
     drain-16b) echo "consume-only drain of that backlog" ;;
     latency-10k) echo "latency at 10k msg/s, 16 B: p50 / p99 ms" ;;
+    queue-churn) echo "queue churn: declare + delete cycles/s ($((DURATION * 500)) cycles; CPU per cycle)" ;;
   esac
 }
 

@@ -105,23 +105,21 @@ drain() { # NAME QUEUE COUNT → JSON
 }
 
 RESULTS=$WORK/results.tsv
-# One federated drain: UPSTREAM DOWNSTREAM COUNT REP
+# One federated drain: UPSTREAM DOWNSTREAM COUNT REP. The link is configured first;
+# `ferryperf federation` declares the queue on both sides and pre-loads the upstream,
+# then (measured on its own) times the downstream consumer's drain.
 federated() {
   local up=$1 down=$2 n=$3 q="fed.bench.$4" before_u before_d json rate cpu
-  api "$up" PUT "/queues/%2F/$q" '{"durable":true}'
-  api "$down" PUT "/queues/%2F/$q" '{"durable":true}'
-  fill "$up" "$q" "$n"
   api "$down" PUT "/parameters/federation-upstream/%2F/bench" \
     "{\"value\":{\"uri\":\"amqp://guest:guest@127.0.0.1:${AMQP[$up]}\",\"ack-mode\":\"on-confirm\",\"prefetch-count\":1000}}"
   api "$down" PUT "/policies/%2F/bench" '{"pattern":"^fed\\.bench\\.","definition":{"federation-upstream":"bench"},"apply-to":"queues"}'
-  for _ in $(seq 1 200); do
-    curl -sf -u guest:guest "localhost:${HTTP[$down]}/api/federation-links" | grep -q "\"queue\":\"$q\"" && break
-    sleep 0.1
-  done
+  local fed=("$PERF" federation --upstream "$(uri "$up")" --downstream "$(uri "$down")" --queue "$q"
+    --messages "$n" --size 1024 --prefetch 1000 --json)
+  "${fed[@]}" --only preload >/dev/null
   sleep 1
   before_u=$(ticks "${PID[$up]}") before_d=$(ticks "${PID[$down]}")
-  json=$(drain "$down" "$q" "$n")
-  rate=$(rate_of <<<"$json")
+  json=$("${fed[@]}" --only drain)
+  rate=$(sed -n 's/.*"drain_rate":\([0-9.]*\).*/\1/p' <<<"$json")
   cpu=$(awk -v a=$(($(ticks "${PID[$up]}") - before_u)) -v b=$(($(ticks "${PID[$down]}") - before_d)) -v hz="$HZ" -v n="$n" \
     'BEGIN { printf "%.1f", (a + b) / hz * 1e6 / n }')
   api "$down" DELETE "/policies/%2F/bench"

@@ -23,6 +23,9 @@ fn main() {
         .build()
         .expect("tokio runtime");
     rt.block_on(async {
+        // Handlers first: listeners announce readiness during start-up, and a SIGTERM
+        // sent on that announcement must mean a clean shutdown, not the default death.
+        let signal = shutdown_signal();
         let running = match ferrymq::start(&cfg).await {
             Ok(r) => r,
             Err(e) => {
@@ -30,17 +33,21 @@ fn main() {
                 std::process::exit(1);
             }
         };
-        shutdown_signal().await;
+        signal.await;
         tracing::info!("shutting down");
         running.shutdown().await;
     });
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future completes on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }

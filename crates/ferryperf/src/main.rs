@@ -3,14 +3,18 @@
 //! A benchmark is only as good as its client. General-purpose clients spend microseconds per
 //! message (lapin ~20 µs per publish), which on a 2-core machine caps the broker's apparent
 //! throughput and steals the CPU it needs. ferryperf speaks AMQP through a small client of its
-//! own (`client`): the publish frames are encoded once and copied per message, frames are sent
-//! and parsed in large batches, and only the fields a benchmark needs are decoded.
+//! own (the `ferrymq-client` crate): the publish frames are encoded once and copied per
+//! message, frames are sent and parsed in large batches, and only the fields a benchmark needs
+//! are decoded.
 //!
-//! Modules: `client` (the lean protocol client), `throughput` (publishers, consumers, progress,
-//! summary), `latency` (body timestamps and histogram), `connections` (idle-connection test),
-//! `uri`, `sys` (clock, CPU time, file limit).
+//! Modules: `throughput` (publishers, consumers, progress, summary), `latency` (body timestamps
+//! and histogram), `connections` (idle-connection test), `churn` (queue declare/delete rate),
+//! `federation` (drain of an upstream backlog through a federation link), `sys` (clock, CPU
+//! time, file limit).
 
+mod churn;
 mod connections;
+mod federation;
 mod latency;
 mod sys;
 mod throughput;
@@ -55,6 +59,22 @@ enum Command {
     Throughput(throughput::ThroughputArgs),
     /// Open N idle connections and hold them, to measure what connections cost the broker.
     Connections(connections::ConnectionsArgs),
+    /// Declare and delete queues as fast as the broker answers.
+    QueueChurn(churn::ChurnArgs),
+    /// Pre-load a backlog upstream, then time its drain from the downstream through federation.
+    Federation(federation::FederationArgs),
+}
+
+/// Prints a report as JSON or text.
+fn show<T: serde::Serialize>(json: bool, report: &T, text: impl Fn(&T) -> String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(report).expect("a report always serialises")
+        );
+    } else {
+        print!("{}", text(report));
+    }
 }
 
 fn main() -> ExitCode {
@@ -93,6 +113,15 @@ fn main() -> ExitCode {
                     print!("{}", report.to_text());
                 }
                 report.failed == 0
+            }),
+            Command::QueueChurn(args) => churn::run(&args).await.map(|report| {
+                show(args.json, &report, churn::ChurnReport::to_text);
+                true
+            }),
+            Command::Federation(args) => federation::run(&args).await.map(|report| {
+                show(args.json, &report, federation::FederationReport::to_text);
+                report.errors.is_empty()
+                    && (args.only.as_deref() == Some("preload") || report.drained == args.messages)
             }),
         }
     });
