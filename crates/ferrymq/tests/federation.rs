@@ -367,6 +367,14 @@ async fn links_follow_policy_upstream_and_queue_changes() {
     declare(&chb, "jobs", FieldTable::default()).await;
     add_upstream(&b, "one", a.port, json!({})).await;
     assert!(links(&b).await.is_empty(), "no policy yet");
+    let (_, p) = b
+        .api("GET", "/api/parameters/federation-upstream/%2F/one", None)
+        .await;
+    let shown = p["value"]["uri"].as_str().unwrap();
+    assert!(
+        shown.starts_with("amqp://guest:***@127.0.0.1:"),
+        "password hidden: {shown}"
+    );
     federate(&b, "^jobs$", json!({"federation-upstream-set": "all"})).await;
     wait_status(&b, "jobs", "paused").await;
     // A second upstream in set "all" adds a second link; deleting it removes the link.

@@ -18,8 +18,46 @@ fn listed(st: &St, caller: &Caller, component: Option<&str>, vhost: Option<&str>
         .list(component, vhost)
         .iter()
         .filter(|(k, _)| caller.is_policymaker() && caller.sees_vhost(&st.0, &k.1))
-        .map(|(k, v)| parameter_json(k, v))
+        .map(|(k, v)| parameter_json(k, &redacted(k, v)))
         .collect()
+}
+
+/// Hides passwords in upstream URIs (`amqp://user:***@host`): unlike RabbitMQ, FerryMQ
+/// never shows upstream credentials through the API. The definitions export, an
+/// administrator's backup, keeps them so it can be imported again.
+fn redacted(key: &ferrymq_broker::parameters::ParamKey, value: &Value) -> Value {
+    if key.0 != "federation-upstream" {
+        return value.clone();
+    }
+    let hide = |u: &Value| match u.as_str() {
+        Some(s) => Value::from(hide_password(s)),
+        None => u.clone(),
+    };
+    let mut out = value.clone();
+    if let Some(uri) = out.get_mut("uri") {
+        let shown = match &*uri {
+            Value::Array(list) => Value::Array(list.iter().map(hide).collect()),
+            other => hide(other),
+        };
+        *uri = shown;
+    }
+    out
+}
+
+/// `scheme://user:secret@host…` → `scheme://user:***@host…`.
+pub fn hide_password(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => uri.to_owned(),
+    }
 }
 
 /// `GET /api/parameters`.
@@ -74,7 +112,9 @@ pub async fn show(
             .parameters
             .get(&c, &v, &n)
             .ok_or_else(ApiError::not_found)?;
-    Ok(Json(parameter_json(&(c, v, n), &value)))
+    let key = (c, v, n);
+    let shown = redacted(&key, &value);
+    Ok(Json(parameter_json(&key, &shown)))
 }
 
 /// `PUT /api/parameters/{component}/{vhost}/{name}`: `{"value": ...}`.
@@ -180,4 +220,24 @@ pub async fn remove_global(
     }
     st.0.broker.definitions_changed();
     Ok(no_content())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hide_password;
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            hide_password("amqp://u:p@h:5672/%2F"),
+            "amqp://u:***@h:5672/%2F"
+        );
+        assert_eq!(
+            hide_password("amqps://u:p%40ss@h?verify=verify_none"),
+            "amqps://u:***@h?verify=verify_none"
+        );
+        assert_eq!(hide_password("amqp://h/v"), "amqp://h/v");
+        assert_eq!(hide_password("amqp://user@h"), "amqp://user:***@h");
+        assert_eq!(hide_password("not a uri"), "not a uri");
+    }
 }
