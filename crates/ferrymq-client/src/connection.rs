@@ -341,6 +341,17 @@ impl FrameWriter {
         encode_ack(&mut self.buf, channel, delivery_tag, multiple);
     }
 
+    /// Appends a heartbeat frame.
+    pub fn push_heartbeat(&mut self) {
+        self.buf
+            .extend_from_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
+    }
+
+    /// Whether frames are waiting to be written.
+    pub fn has_pending(&self) -> bool {
+        self.written < self.buf.len()
+    }
+
     /// Appends basic.nack.
     pub fn push_nack(&mut self, channel: u16, delivery_tag: u64, multiple: bool, requeue: bool) {
         let _ = self.push_method(
@@ -407,6 +418,8 @@ pub struct Connection {
     frame_max: u32,
     /// What the broker said about itself in connection.start.
     pub server_properties: FieldTable,
+    /// Negotiated heartbeat interval in seconds (0 = none).
+    pub heartbeat: u16,
 }
 
 impl Connection {
@@ -414,11 +427,19 @@ impl Connection {
     /// disables heartbeats (a benchmark connection is never idle long, and a missed heartbeat
     /// under full load would abort the run), and opens the vhost.
     pub async fn open(uri: &AmqpUri, name: &str) -> io::Result<Self> {
-        Self::open_as(uri, name, "ferryperf").await
+        Self::open_as(uri, name, "ferryperf", 0).await
     }
 
-    /// [`Connection::open`] with the product name the broker shows for this client.
-    pub async fn open_as(uri: &AmqpUri, name: &str, product: &str) -> io::Result<Self> {
+    /// [`Connection::open`] with the product name the broker shows for this client and a
+    /// heartbeat to ask for (seconds, 0 = none; the smaller of ours and the broker's wins).
+    /// With heartbeats on, the caller must send heartbeat frames ([`FrameWriter::push_heartbeat`])
+    /// and watch for silence: [`Connection::heartbeat`] is the negotiated interval.
+    pub async fn open_as(
+        uri: &AmqpUri,
+        name: &str,
+        product: &str,
+        heartbeat: u16,
+    ) -> io::Result<Self> {
         let stream = TcpStream::connect(uri.address()).await?;
         // Latency runs send one small message at a time; Nagle would hold it back.
         stream.set_nodelay(true)?;
@@ -442,6 +463,7 @@ impl Connection {
             writer,
             frame_max: INITIAL_FRAME_MAX,
             server_properties: FieldTable::default(),
+            heartbeat: 0,
         };
         conn.writer.buf.extend_from_slice(b"AMQP\x00\x00\x09\x01");
         conn.writer.flush().await?;
@@ -477,12 +499,18 @@ impl Connection {
             0 => DEFAULT_FRAME_MAX,
             n => n,
         };
+        let heartbeat = match (heartbeat, tune.heartbeat) {
+            (0, _) => 0,
+            (ours, 0) => ours,
+            (ours, theirs) => ours.min(theirs),
+        };
+        conn.heartbeat = heartbeat;
         conn.writer.push_method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
                 channel_max: tune.channel_max,
                 frame_max,
-                heartbeat: 0,
+                heartbeat,
             })),
         )?;
         conn.frame_max = frame_max;

@@ -108,6 +108,7 @@ impl DedupWindow {
             order: w.order.clone(),
             capacity: w.capacity,
             entries_in_file: data.len() / 8,
+            failed: false,
         };
         let done = w.done_tx.clone();
         std::thread::Builder::new()
@@ -193,6 +194,7 @@ struct Log {
     order: VecDeque<u64>,
     capacity: usize,
     entries_in_file: usize,
+    failed: bool,
 }
 
 impl Log {
@@ -238,11 +240,24 @@ impl Log {
     }
 
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.failed {
+            // After a failed fsync the kernel may have dropped earlier pages: nothing
+            // written since can be trusted, so no ack is released any more.
+            return Err(io::Error::other("an earlier fsync failed"));
+        }
         if bytes.is_empty() {
             return Ok(());
         }
-        self.file.write_all(bytes)?;
-        self.file.sync_data()?;
+        let good = (self.entries_in_file * 8) as u64;
+        if let Err(e) = self.file.write_all(bytes) {
+            // Cut a partial entry, so later entries stay aligned.
+            let _ = self.file.set_len(good);
+            return Err(e);
+        }
+        if let Err(e) = self.file.sync_data() {
+            self.failed = true;
+            return Err(e);
+        }
         self.entries_in_file += bytes.len() / 8;
         Ok(())
     }

@@ -144,6 +144,9 @@ pub fn rewrite(
             let key = &raw[at + 1..key_end];
             let kind = *raw.get(key_end)?;
             let value_end = skip_value(raw, kind, key_end + 1)?;
+            if value_end > end {
+                return None; // an entry overrunning its table: let the codec judge it
+            }
             if key == b"x-received-from" {
                 return None; // already federated once: the decoding path handles hops
             }

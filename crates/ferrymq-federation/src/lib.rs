@@ -44,6 +44,10 @@ struct Running {
     /// The link's settings as JSON, to notice changes that need a hot swap.
     fingerprint: String,
     queue: Arc<Queue>,
+    /// The link's task; a replacement waits for it (they share the duplicate window file).
+    task: tokio::task::JoinHandle<()>,
+    /// Set if the task ended on its own (a panic): the next reconcile starts a new one.
+    ended: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The federation service of one broker.
@@ -196,11 +200,17 @@ impl Federation {
         };
         let desired = self.desired(&broker);
         let mut links = self.links.lock();
-        links.retain(|key, running| {
-            let keep = desired.get(key).is_some_and(|(q, _, fp)| {
-                Arc::ptr_eq(q, &running.queue) && *fp == running.fingerprint && !q.is_deleted()
+        let mut retiring: HashMap<LinkKey, tokio::task::JoinHandle<()>> = HashMap::new();
+        for (key, running) in std::mem::take(&mut *links) {
+            let keep = desired.get(&key).is_some_and(|(q, _, fp)| {
+                Arc::ptr_eq(q, &running.queue)
+                    && *fp == running.fingerprint
+                    && !q.is_deleted()
+                    && !running.ended.load(Ordering::Acquire)
             });
-            if !keep {
+            if keep {
+                links.insert(key, running);
+            } else {
                 tracing::info!(
                     "federation link {} ({}/{} ← {}) stopping",
                     running.status.id,
@@ -209,9 +219,9 @@ impl Federation {
                     key.2
                 );
                 running.control.send_modify(|c| c.stop = true);
+                retiring.insert(key, running.task);
             }
-            keep
-        });
+        }
         for (key, (queue, up, fingerprint)) in desired {
             if links.contains_key(&key) {
                 continue;
@@ -246,7 +256,32 @@ impl Federation {
                 key.1,
                 key.2
             );
-            tokio::spawn(link::run(cfg, status.clone(), rx, self.synced.clone()));
+            let previous = retiring.remove(&key);
+            let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (watch_status, watch_ended, synced) =
+                (status.clone(), ended.clone(), self.synced.clone());
+            let wake = self.wake.clone();
+            let task = tokio::spawn(async move {
+                // A hot swap: the old link settles its in-flight messages first.
+                if let Some(previous) = previous {
+                    let _ = previous.await;
+                }
+                let run = tokio::spawn(link::run(cfg, watch_status.clone(), rx, synced));
+                if let Err(e) = run.await {
+                    if e.is_panic() {
+                        tracing::error!(
+                            "federation link {} panicked; restarting it",
+                            watch_status.id
+                        );
+                        watch_status.set(
+                            status::State::Error,
+                            Some("the link task failed; restarting".into()),
+                        );
+                        watch_ended.store(true, Ordering::Release);
+                        wake.notify_one();
+                    }
+                }
+            });
             links.insert(
                 key,
                 Running {
@@ -254,6 +289,8 @@ impl Federation {
                     control,
                     fingerprint,
                     queue,
+                    task,
+                    ended,
                 },
             );
         }

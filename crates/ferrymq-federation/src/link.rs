@@ -41,6 +41,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The channel the link uses on its upstream connection.
 const CH: u16 = 1;
+/// Largest message body a link accepts (the broker's default `max_message_size`).
+const MAX_BODY: u64 = 128 * 1024 * 1024;
 /// Key of a message's identity in the `x-received-from` entry a link adds.
 const IDENTITY_KEY: &str = "ferrymq-id";
 
@@ -115,7 +117,7 @@ pub async fn run(
         );
         let opened = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            Connection::open_as(uri, &name, "FerryMQ federation"),
+            Connection::open_as(uri, &name, "FerryMQ federation", heartbeat_of(uri)),
         )
         .await;
         let failure = match opened {
@@ -127,7 +129,9 @@ pub async fn run(
                         .await;
                 // Back off only while connections fail; a link that worked retries promptly.
                 if consumed {
-                    delay = base_delay;
+                    // At least 100 ms even with reconnect-delay 0: a message that fails
+                    // every session must not turn the link into a busy loop.
+                    delay = base_delay.max(Duration::from_millis(100));
                 }
                 match end {
                     End::Stopped => break,
@@ -259,12 +263,15 @@ impl<'a> Session<'a> {
                 .await
                 .is_err()
             {
-                tracing::warn!("federation link {}: store did not sync in time; redeliveries may be stored twice", self.status.id);
+                tracing::warn!("federation link {}: store did not sync in time; redeliveries of unsynced messages will be stored again", self.status.id);
                 break;
             }
         }
-        for (_, _, id) in self.pending.drain(..) {
-            if let Some(d) = id {
+        // Only durable copies may make a redelivery a duplicate: recording an unsynced
+        // one would drop the redelivery and lose the message if the copy never lands.
+        let synced = *self.synced.borrow();
+        for (_, epoch, id) in self.pending.drain(..) {
+            if let Some(d) = id.filter(|_| epoch <= synced) {
                 self.dedup.insert_digest(d);
             }
         }
@@ -277,9 +284,23 @@ impl<'a> Session<'a> {
             Some(AMQPValue::ShortString(s)) => s.to_string(),
             _ => String::new(),
         };
-        if let Err(e) = self.setup(&mut conn).await {
-            return End::Failed(e);
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.setup(&mut conn)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return End::Failed(e),
+            Err(_) => {
+                return End::Failed("the upstream did not answer the channel setup in time".into())
+            }
         }
+        // Heartbeats catch a silent upstream (a half-open connection behind a NAT, a host
+        // that vanished): one frame every half interval, failure after two silent ones.
+        let heartbeat = Duration::from_secs(u64::from(conn.heartbeat));
+        let mut last_read = Instant::now();
+        let mut last_sent = Instant::now();
+        let write_limit = if heartbeat.is_zero() {
+            Duration::from_secs(60)
+        } else {
+            heartbeat * 2
+        };
         let (mut reader, mut writer) = conn.into_parts();
         self.setup_done = true;
         self.status.set(State::Paused, None);
@@ -304,6 +325,7 @@ impl<'a> Session<'a> {
                     match read {
                         Ok(0) => return End::Failed("the upstream closed the connection".into()),
                         Ok(_) => {
+                            last_read = Instant::now();
                             if let Err(e) = self.read_frames(&mut reader, &mut writer) {
                                 return End::Failed(e);
                             }
@@ -317,8 +339,20 @@ impl<'a> Session<'a> {
             }
             self.settle();
             self.follow_demand(&mut writer);
-            if let Err(e) = writer.flush().await {
-                return End::Failed(format!("connection lost: {e}"));
+            if !heartbeat.is_zero() {
+                if last_read.elapsed() > heartbeat * 2 {
+                    return End::Failed("missed heartbeats from the upstream".into());
+                }
+                if last_sent.elapsed() >= heartbeat / 2 {
+                    writer.push_heartbeat();
+                }
+            }
+            if writer.has_pending() {
+                match tokio::time::timeout(write_limit, writer.flush()).await {
+                    Ok(Ok(())) => last_sent = Instant::now(),
+                    Ok(Err(e)) => return End::Failed(format!("connection lost: {e}")),
+                    Err(_) => return End::Failed("the upstream stopped reading".into()),
+                }
             }
         }
     }
@@ -444,11 +478,17 @@ impl<'a> Session<'a> {
                 },
                 FRAME_HEADER => {
                     if let Some(inc) = self.incoming.as_mut() {
-                        let size = frame.body_size().unwrap_or(0) as usize;
+                        let size = frame.body_size().unwrap_or(0);
+                        if size > MAX_BODY {
+                            return Err(format!(
+                                "the upstream sent a {size}-byte message (limit {MAX_BODY})"
+                            ));
+                        }
+                        let size = size as usize;
                         inc.size = size;
                         inc.properties =
                             Bytes::copy_from_slice(frame.payload.get(12..).unwrap_or_default());
-                        inc.body = BytesMut::with_capacity(size);
+                        inc.body = BytesMut::with_capacity(size.min(1 << 20));
                         if size == 0 {
                             let inc = self.incoming.take().expect("just set");
                             self.store(inc, writer)?;
@@ -503,7 +543,9 @@ impl<'a> Session<'a> {
             }
         };
         let digest = identity.as_deref().map(dedup::digest);
-        if let Some(d) = digest {
+        // Only a redelivery can be a copy of something this link stored: a first delivery
+        // whose message-id repeats (a business key reused by the application) is new.
+        if let Some(d) = digest.filter(|_| inc.redelivered) {
             if self.dedup.contains_digest(d) {
                 self.status.duplicates.fetch_add(1, Ordering::Relaxed);
                 if ack_mode != AckMode::NoAck {
@@ -555,15 +597,11 @@ impl<'a> Session<'a> {
     /// The decoding path, for messages that already carry `x-received-from` (they
     /// may be looping) or have properties the byte-level rewrite does not handle.
     fn prepare_decoded(&self, raw: &Bytes, hop: &Hop<'_>) -> Result<Prepared, String> {
-        let received = Message::from_wire(
-            String::new(),
-            String::new(),
-            raw.clone(),
-            Bytes::new(),
-            Instant::now(),
-        )
-        .ok_or("the upstream sent malformed message properties")?;
-        let props = received.properties().clone();
+        // Decoded strictly: a lenient decode would replace undecodable properties with
+        // defaults and store the message as something else (transient, no headers).
+        let props = basic::parse_properties(&raw[..])
+            .map(|(_, p)| p)
+            .map_err(|_| "the upstream sent properties that cannot be decoded".to_string())?;
         let headers = props.headers().clone().unwrap_or_default();
         let ferrymq_id = match headers.inner().get(IDENTITY_HEADER) {
             Some(AMQPValue::LongString(s)) => Some(s.to_string()),
@@ -702,13 +740,21 @@ fn seed_from_queue(cfg: &LinkConfig, dedup: &mut DedupWindow) {
     }
 }
 
+/// The heartbeat a link asks for: the URI's `heartbeat` parameter, else 60 s.
+fn heartbeat_of(uri: &AmqpUri) -> u16 {
+    uri.param("heartbeat")
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(60)
+}
+
 /// Reads basic.deliver's fields in place (the codec would allocate the consumer
 /// tag too): (delivery tag, redelivered, exchange, routing key).
 fn parse_deliver(p: &[u8]) -> Option<(u64, bool, String, String)> {
     let short = |at: usize| -> Option<(String, usize)> {
         let len = *p.get(at)? as usize;
-        let s = std::str::from_utf8(p.get(at + 1..at + 1 + len)?).ok()?;
-        Some((s.to_owned(), at + 1 + len))
+        // Lossy: a broker that cut a name mid-character must not stall the link.
+        let s = String::from_utf8_lossy(p.get(at + 1..at + 1 + len)?).into_owned();
+        Some((s, at + 1 + len))
     };
     let tag_len = *p.get(4)? as usize;
     let at = 5 + tag_len;

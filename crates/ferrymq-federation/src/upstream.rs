@@ -111,7 +111,7 @@ impl Upstream {
             .map(|u| {
                 // Never echo a password back: say which URI by its redacted form.
                 AmqpUri::parse(u).map_err(|e| {
-                    let shown = u.split_once('@').map(|(_, h)| h).unwrap_or(u);
+                    let shown = u.rsplit_once('@').map(|(_, h)| h).unwrap_or(u);
                     let why = e.to_string();
                     let why = why.rsplit(": ").next().unwrap_or_default();
                     format!("invalid uri '…@{shown}': {why}")
@@ -172,6 +172,11 @@ impl Upstream {
         };
         let queue = string("queue")?;
         let consumer_tag = string("consumer-tag")?;
+        for (key, value) in [("queue", &queue), ("consumer-tag", &consumer_tag)] {
+            if value.as_ref().is_some_and(|v| v.len() > 255) {
+                return Err(format!("{key} must be at most 255 bytes"));
+            }
+        }
         string("exchange")?;
         let max_hops = match obj.get("max-hops") {
             None => 1,

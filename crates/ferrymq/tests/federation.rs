@@ -1038,3 +1038,38 @@ async fn amqps_upstreams_verify_the_server_certificate() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_reused_message_id_is_not_a_duplicate() {
+    let a = start().await;
+    let b = start().await;
+    let (_ca, cha) = a.channel().await;
+    declare(&cha, "orders", FieldTable::default()).await;
+    // An application that reuses message-id as a business key: three distinct messages.
+    for step in ["created", "paid", "shipped"] {
+        let props = BasicProperties::default().with_message_id("order-42".into());
+        cha.basic_publish(
+            "".into(),
+            "orders".into(),
+            Default::default(),
+            step.as_bytes(),
+            props,
+        )
+        .await
+        .unwrap();
+    }
+    let (_cb, chb) = b.channel().await;
+    declare(&chb, "orders", FieldTable::default()).await;
+    add_upstream(&b, "old", a.port, json!({})).await;
+    federate(&b, "^orders$", json!({"federation-upstream": "old"})).await;
+    wait_status(&b, "orders", "paused").await;
+    let (_c, ch) = b.channel().await;
+    assert_eq!(
+        consume_n(&ch, "orders", 3, 10).await,
+        ["created", "paid", "shipped"]
+    );
+    assert_eq!(
+        link_for(&b, "orders").await.unwrap()["duplicates_dropped"],
+        0
+    );
+}

@@ -117,3 +117,57 @@ async fn metrics_show_queues_and_federation_links() {
     assert!(text.contains("# TYPE ferrymq_federation_link_up gauge"));
     assert!(text.contains("ferrymq_process_resident_memory_bytes"));
 }
+
+#[tokio::test]
+async fn publish_and_get_keep_amqp_rules() {
+    let b = start().await;
+    let publish = |props: serde_json::Value| json!({"routing_key": "q", "payload": "x", "payload_encoding": "string", "properties": props});
+    b.api("PUT", "/api/queues/%2F/q", Some(json!({"durable": false})))
+        .await;
+    let (code, body) = b
+        .api(
+            "POST",
+            "/api/exchanges/%2F/amq.default/publish",
+            Some(publish(json!({"user_id": "someone-else"}))),
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = b
+        .api(
+            "POST",
+            "/api/exchanges/%2F/amq.default/publish",
+            Some(publish(json!({"user_id": "guest"}))),
+        )
+        .await;
+    assert_eq!((code, body["routed"].clone()), (200, json!(true)));
+    let (code, _) = b
+        .api(
+            "POST",
+            "/api/exchanges/%2F/amq.rabbitmq.trace/publish",
+            Some(publish(json!({}))),
+        )
+        .await;
+    assert_eq!(code, 401, "internal exchanges refuse publishes");
+    // Another connection's exclusive queue cannot be read or purged.
+    let (_conn, ch) = b.channel().await;
+    ch.queue_declare(
+        "mine".into(),
+        lapin::options::QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let (code, _) = b
+        .api(
+            "POST",
+            "/api/queues/%2F/mine/get",
+            Some(json!({"count": 1, "ackmode": "ack_requeue_true"})),
+        )
+        .await;
+    assert_eq!(code, 409);
+    let (code, _) = b.api("DELETE", "/api/queues/%2F/mine/contents", None).await;
+    assert_eq!(code, 409);
+}

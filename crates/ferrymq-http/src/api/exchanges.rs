@@ -249,10 +249,27 @@ pub async fn publish(
     let ex_name = internal_name(&name);
     caller.require(&st.0, &v, Access::Write, "exchange", ex_name)?;
     let exchange = vh.exchange(ex_name).ok_or_else(ApiError::not_found)?;
+    if exchange.internal {
+        return Err(ApiError::forbidden(format!(
+            "cannot publish to internal exchange '{ex_name}' in vhost '{v}'"
+        )));
+    }
     let routing_key = body
         .get("routing_key")
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::bad_request("routing_key is required"))?;
+    if routing_key.len() > 255 {
+        return Err(ApiError::bad_request(
+            "routing_key is longer than 255 bytes",
+        ));
+    }
+    if let Some(alarm) = st.0.amqp.alarm.borrow().clone() {
+        return Err(ApiError {
+            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            error: "resource_alarm",
+            reason: format!("publishing is blocked by a resource alarm: {alarm}"),
+        });
+    }
     let payload = body
         .get("payload")
         .and_then(Value::as_str)
@@ -274,6 +291,16 @@ pub async fn publish(
         }
     };
     let props = properties_from_json(body.get("properties").unwrap_or(&Value::Null))?;
+    // As over AMQP: a user_id must name the publisher (consumers trust it).
+    if let Some(user_id) = props.user_id() {
+        if user_id.as_str() != caller.user.name {
+            return Err(ApiError::bad_request(format!(
+                "user_id property set to '{}' but authenticated user was '{}'",
+                user_id.as_str(),
+                caller.user.name
+            )));
+        }
+    }
     let message = Message::new(
         ex_name.to_owned(),
         routing_key.to_owned(),

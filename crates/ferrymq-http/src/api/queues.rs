@@ -65,6 +65,18 @@ fn find(
     vh.queue(name).ok_or_else(ApiError::not_found)
 }
 
+/// An exclusive queue belongs to its connection: as over AMQP, others may not read
+/// or purge it (RESOURCE_LOCKED, answered as 409).
+fn refuse_exclusive(q: &ferrymq_broker::queue::Queue) -> ApiResult<()> {
+    if q.exclusive_owner.is_some() {
+        return Err(ApiError::conflict(format!(
+            "cannot obtain exclusive access to locked queue '{}' in vhost '{}'",
+            q.name, q.vhost_name
+        )));
+    }
+    Ok(())
+}
+
 /// `GET /api/queues/{vhost}/{name}`.
 pub async fn show(st: St, caller: Caller, Path((v, name)): Path<(String, String)>) -> JsonResult {
     let q = find(&st.0, &caller, &v, &name)?;
@@ -141,6 +153,7 @@ pub async fn purge(
 ) -> ApiResult<Response> {
     let q = find(&st.0, &caller, &v, &name)?;
     caller.require(&st.0, &v, Access::Read, "queue", &name)?;
+    refuse_exclusive(&q)?;
     q.purge();
     Ok(no_content())
 }
@@ -188,6 +201,7 @@ pub async fn get_messages(
     require_object(&body)?;
     let q = find(&st.0, &caller, &v, &name)?;
     caller.require(&st.0, &v, Access::Read, "queue", &name)?;
+    refuse_exclusive(&q)?;
     let count = match body.get("count") {
         None => 1,
         Some(c) => c
