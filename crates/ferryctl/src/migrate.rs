@@ -1,0 +1,430 @@
+//! `ferryctl migrate`: move queues from an old broker to a new FerryMQ by
+//! federation — set it up, watch it, and decide when the old one can go.
+
+use crate::api::{enc, Api, Failure};
+use crate::table::{self, cell, field};
+use crate::{items, scoped, Conn};
+use clap::Subcommand;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// Migration subcommands.
+#[derive(Subcommand)]
+pub enum MigrateCmd {
+    /// Exit 0 only if no federated queue still depends on the old broker.
+    CheckDecommission {
+        /// Management API of the old broker (RabbitMQ or FerryMQ).
+        #[arg(long)]
+        from: String,
+        /// User on the old broker (default: --user).
+        #[arg(long)]
+        from_user: Option<String>,
+        /// Password on the old broker (default: --password).
+        #[arg(long)]
+        from_password: Option<String>,
+        #[command(flatten)]
+        to: Target,
+        /// Only links of this vhost.
+        #[arg(long)]
+        vhost: Option<String>,
+    },
+    /// Create a federation upstream and a policy federating matching queues.
+    Federate {
+        #[command(flatten)]
+        to: Target,
+        /// AMQP URI of the old broker, e.g. amqp://user:pass@old:5672/%2F.
+        #[arg(long)]
+        upstream_uri: String,
+        /// Regular expression selecting the queues to federate.
+        #[arg(long)]
+        pattern: String,
+        /// Upstream name; the policy is named `migrate-<name>`.
+        #[arg(long, default_value = "old")]
+        name: String,
+        /// Vhost on the new broker.
+        #[arg(long, default_value = "/")]
+        vhost: String,
+    },
+    /// Federation links with their downstream queues' depth and consumers.
+    Status {
+        #[command(flatten)]
+        to: Target,
+        /// Repeat every SECS seconds until interrupted.
+        #[arg(long, value_name = "SECS")]
+        watch: Option<u64>,
+    },
+}
+
+/// The new (downstream) broker; defaults to the global connection options.
+#[derive(clap::Args)]
+pub struct Target {
+    /// Management API of the new FerryMQ broker (default: --url).
+    #[arg(long)]
+    to: Option<String>,
+    /// User on the new broker (default: --user).
+    #[arg(long)]
+    to_user: Option<String>,
+    /// Password on the new broker (default: --password).
+    #[arg(long)]
+    to_password: Option<String>,
+}
+
+impl Target {
+    fn api(&self, conn: &Conn) -> Api {
+        Api::new(
+            self.to.as_deref().unwrap_or(&conn.url),
+            self.to_user.as_deref().unwrap_or(&conn.user),
+            self.to_password.as_deref().unwrap_or(&conn.password),
+        )
+    }
+}
+
+/// Runs one migration subcommand.
+pub fn run(conn: &Conn, cmd: &MigrateCmd) -> Result<(), Failure> {
+    match cmd {
+        MigrateCmd::CheckDecommission {
+            from,
+            from_user,
+            from_password,
+            to,
+            vhost,
+        } => {
+            let old = Api::new(
+                from,
+                from_user.as_deref().unwrap_or(&conn.user),
+                from_password.as_deref().unwrap_or(&conn.password),
+            );
+            check_decommission(conn, &old, &to.api(conn), vhost.as_deref())
+        }
+        MigrateCmd::Federate {
+            to,
+            upstream_uri,
+            pattern,
+            name,
+            vhost,
+        } => federate(conn, &to.api(conn), upstream_uri, pattern, name, vhost),
+        MigrateCmd::Status { to, watch } => {
+            let api = to.api(conn);
+            loop {
+                status(conn, &api)?;
+                match watch {
+                    Some(secs) => {
+                        std::thread::sleep(std::time::Duration::from_secs((*secs).max(1)));
+                        println!();
+                    }
+                    None => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// The vhost named by an AMQP URI's path (`/` when it has none), as RabbitMQ reads it.
+fn uri_vhost(uri: &str) -> String {
+    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+    let path = rest.split_once('/').map_or("", |(_, p)| p);
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    if path.is_empty() {
+        return "/".into();
+    }
+    percent_decode(path)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Hides the password of `amqp://user:pass@host` for printing.
+fn mask(uri: &str) -> String {
+    match (uri.find("://"), uri.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &uri[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &uri[..s + 3], &uri[at..])
+        }
+        _ => uri.to_string(),
+    }
+}
+
+/// One federated queue's verdict.
+struct Verdict {
+    report: Value,
+    blocked: bool,
+}
+
+fn check_decommission(
+    conn: &Conn,
+    old: &Api,
+    new: &Api,
+    vhost: Option<&str>,
+) -> Result<(), Failure> {
+    let links = items(new.get(&scoped("/api/federation-links", vhost))?);
+    let upstreams: HashMap<(String, String), Value> =
+        items(new.get(&scoped("/api/parameters/federation-upstream", vhost))?)
+            .into_iter()
+            .map(|u| ((cell(&u["vhost"]), cell(&u["name"])), u["value"].clone()))
+            .collect();
+    // Consumers per old vhost, fetched once each.
+    let mut consumers: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut verdicts = Vec::new();
+    for link in links
+        .iter()
+        .filter(|l| l["type"].as_str().unwrap_or("queue") == "queue")
+    {
+        let (lvhost, queue, upstream) = (
+            cell(&link["vhost"]),
+            cell(&link["queue"]),
+            cell(&link["upstream"]),
+        );
+        let config = upstreams
+            .get(&(lvhost.clone(), upstream.clone()))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let upstream_queue = link["upstream_queue"]
+            .as_str()
+            .or(config["queue"].as_str())
+            .unwrap_or(&queue)
+            .to_string();
+        let uri = match &config["uri"] {
+            Value::Array(a) => a.first().map(cell).unwrap_or_default(),
+            other => cell(other),
+        };
+        let old_vhost = if uri.is_empty() {
+            lvhost.clone()
+        } else {
+            uri_vhost(&uri)
+        };
+        let own_tag = config["consumer-tag"].as_str().map(str::to_string);
+        if !consumers.contains_key(&old_vhost) {
+            let list = items(old.get(&format!("/api/consumers/{}", enc(&old_vhost)))?);
+            consumers.insert(old_vhost.clone(), list);
+        }
+        let others: Vec<String> = consumers[&old_vhost]
+            .iter()
+            .filter(|c| {
+                cell(field(c, "queue.name")) == upstream_queue
+                    && cell(field(c, "queue.vhost")) == old_vhost
+            })
+            .map(|c| cell(&c["consumer_tag"]))
+            // The federation link's own consumer is expected; anything else still reads the old queue.
+            .filter(|tag| !tag.starts_with("federation-link-") && Some(tag) != own_tag.as_ref())
+            .collect();
+        let q = old.get_opt(&format!(
+            "/api/queues/{}/{}",
+            enc(&old_vhost),
+            enc(&upstream_queue)
+        ))?;
+        let mut reasons = Vec::new();
+        let (messages, rate) = match &q {
+            Some(q) => (
+                q["messages"].as_u64().unwrap_or(0),
+                field(q, "message_stats.publish_details.rate")
+                    .as_f64()
+                    .unwrap_or(0.0),
+            ),
+            None => (0, 0.0),
+        };
+        if messages > 0 {
+            let plural = if messages == 1 { "" } else { "s" };
+            reasons.push(format!("{messages} message{plural} still upstream"));
+        }
+        if rate > 0.0 {
+            reasons.push(format!("still published to upstream ({rate:.1}/s)"));
+        }
+        if !others.is_empty() {
+            reasons.push(format!(
+                "{} consumer(s) on upstream: {}",
+                others.len(),
+                others.join(",")
+            ));
+        }
+        let blocked = !reasons.is_empty();
+        verdicts.push(Verdict {
+            report: json!({
+                "vhost": lvhost,
+                "queue": queue,
+                "upstream": upstream,
+                "upstream_vhost": old_vhost,
+                "upstream_queue": upstream_queue,
+                "upstream_queue_exists": q.is_some(),
+                "messages": messages,
+                "publish_rate": rate,
+                "other_consumers": others,
+                "verdict": if blocked { "blocked" } else { "ok" },
+                "reasons": reasons,
+            }),
+            blocked,
+        });
+    }
+    let blocked = verdicts.iter().filter(|v| v.blocked).count();
+    if conn.json {
+        let all: Vec<&Value> = verdicts.iter().map(|v| &v.report).collect();
+        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+    } else {
+        if verdicts.is_empty() {
+            println!(
+                "no federation links on {}: nothing depends on {}",
+                new.url(),
+                old.url()
+            );
+        }
+        for v in &verdicts {
+            let r = &v.report;
+            let what = format!(
+                "queue '{}' in vhost '{}' (upstream '{}': queue '{}' in vhost '{}')",
+                cell(&r["queue"]),
+                cell(&r["vhost"]),
+                cell(&r["upstream"]),
+                cell(&r["upstream_queue"]),
+                cell(&r["upstream_vhost"])
+            );
+            if v.blocked {
+                let reasons: Vec<String> = items(r["reasons"].clone()).iter().map(cell).collect();
+                println!("BLOCKED  {what}: {}", reasons.join("; "));
+            } else if r["upstream_queue_exists"] == true {
+                println!("OK       {what}: empty, no publishers, no other consumers");
+            } else {
+                println!("OK       {what}: upstream queue does not exist");
+            }
+        }
+    }
+    if blocked > 0 {
+        return Err(Failure::Refused(format!(
+            "{blocked} of {} federated queue(s) still depend on {}",
+            verdicts.len(),
+            old.url()
+        )));
+    }
+    Ok(())
+}
+
+fn federate(
+    conn: &Conn,
+    new: &Api,
+    uri: &str,
+    pattern: &str,
+    name: &str,
+    vhost: &str,
+) -> Result<(), Failure> {
+    let upstream_path = format!(
+        "/api/parameters/federation-upstream/{}/{}",
+        enc(vhost),
+        enc(name)
+    );
+    let upstream = json!({"value": {"uri": uri}});
+    new.put(&upstream_path, &upstream)?;
+    let policy_name = format!("migrate-{name}");
+    let policy_path = format!("/api/policies/{}/{}", enc(vhost), enc(&policy_name));
+    let policy = json!({
+        "pattern": pattern,
+        "definition": {"federation-upstream": name},
+        "apply-to": "queues",
+    });
+    new.put(&policy_path, &policy)?;
+    if conn.json {
+        let out = json!({
+            "upstream": {"vhost": vhost, "name": name, "value": {"uri": mask(uri)}},
+            "policy": {"vhost": vhost, "name": policy_name, "pattern": pattern,
+                       "definition": policy["definition"], "apply-to": "queues"},
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        println!(
+            "upstream '{name}' in vhost '{vhost}' -> {} (on {})",
+            mask(uri),
+            new.url()
+        );
+        println!(
+            "policy '{policy_name}' in vhost '{vhost}': queues matching '{pattern}' federate from '{name}'"
+        );
+        println!("links start once the matching queues exist on the new broker");
+    }
+    Ok(())
+}
+
+fn status(conn: &Conn, new: &Api) -> Result<(), Failure> {
+    let links = items(new.get("/api/federation-links")?);
+    let queues: HashMap<(String, String), Value> = items(new.get("/api/queues")?)
+        .into_iter()
+        .map(|q| ((cell(&q["vhost"]), cell(&q["name"])), q))
+        .collect();
+    let rows: Vec<Value> = links
+        .iter()
+        .map(|l| {
+            let q = queues
+                .get(&(cell(&l["vhost"]), cell(&l["queue"])))
+                .cloned()
+                .unwrap_or(Value::Null);
+            json!({
+                "vhost": l["vhost"],
+                "queue": l["queue"],
+                "upstream": l["upstream"],
+                "status": l["status"],
+                "messages_transferred": l["messages_transferred"],
+                "messages": q["messages"],
+                "consumers": q["consumers"],
+                "error": l["error"],
+            })
+        })
+        .collect();
+    if conn.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+    } else {
+        print!(
+            "{}",
+            table::render_json(
+                &[
+                    ("vhost", "vhost"),
+                    ("queue", "queue"),
+                    ("upstream", "upstream"),
+                    ("status", "status"),
+                    ("transferred", "messages_transferred"),
+                    ("messages", "messages"),
+                    ("consumers", "consumers"),
+                    ("error", "error"),
+                ],
+                &rows
+            )
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_vhost_from_uri() {
+        assert_eq!(uri_vhost("amqp://u:p@h:5672"), "/");
+        assert_eq!(uri_vhost("amqp://u:p@h:5672/"), "/");
+        assert_eq!(uri_vhost("amqp://h/%2F"), "/");
+        assert_eq!(uri_vhost("amqp://h/prod?heartbeat=10"), "prod");
+    }
+
+    #[test]
+    fn masks_password() {
+        assert_eq!(
+            mask("amqp://u:secret@h:5672/%2F"),
+            "amqp://u:***@h:5672/%2F"
+        );
+        assert_eq!(mask("amqp://h"), "amqp://h");
+    }
+}

@@ -1,0 +1,379 @@
+//! Runs the real `ferryctl` binary against FerryMQ brokers started in-process.
+
+use ferrymq::config::Config;
+use futures_lite::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// A broker on ephemeral ports with a temporary data directory.
+struct Broker {
+    running: ferrymq::Running,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn start() -> Broker {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ferryctl-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let cfg = Config {
+        amqp_bind: "127.0.0.1:0".into(),
+        http_bind: "127.0.0.1:0".into(),
+        data_dir: dir.clone(),
+        ..Config::default()
+    };
+    let running = ferrymq::start(&cfg).await.expect("broker starts");
+    Broker { running, dir }
+}
+
+impl Broker {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.running.http_addrs[0].port())
+    }
+
+    fn amqp_uri(&self) -> String {
+        format!(
+            "amqp://guest:guest@127.0.0.1:{}/%2f",
+            self.running.amqp_addrs[0].port()
+        )
+    }
+
+    /// A management API call as guest, off the runtime's threads: (status, JSON body).
+    async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.url());
+        let method = method.to_string();
+        tokio::task::spawn_blocking(move || {
+            // "guest:guest" in base64.
+            let req = ureq::request(&method, &url).set("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=");
+            let res = match body {
+                Some(b) => req
+                    .set("Content-Type", "application/json")
+                    .send_string(&b.to_string()),
+                None => req.call(),
+            };
+            let resp = match res {
+                Ok(r) => r,
+                Err(ureq::Error::Status(_, r)) => r,
+                Err(e) => panic!("API call failed: {e}"),
+            };
+            let status = resp.status();
+            let text = resp.into_string().unwrap();
+            (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn declare(&self, queue: &str) {
+        let (code, body) = self
+            .api(
+                "PUT",
+                &format!("/api/queues/%2F/{queue}"),
+                Some(json!({"durable": true})),
+            )
+            .await;
+        assert!(code == 201 || code == 204, "{code} {body}");
+    }
+
+    async fn publish(&self, queue: &str, n: usize) {
+        for i in 0..n {
+            let (code, body) = self
+                .api(
+                    "POST",
+                    "/api/exchanges/%2F/amq.default/publish",
+                    Some(json!({"routing_key": queue, "payload": format!("m{i}"),
+                                "payload_encoding": "string", "properties": {}})),
+                )
+                .await;
+            assert_eq!(code, 200, "{body}");
+            assert_eq!(body["routed"], true, "{body}");
+        }
+    }
+
+    async fn depth(&self, queue: &str) -> u64 {
+        let (_, q) = self
+            .api("GET", &format!("/api/queues/%2F/{queue}"), None)
+            .await;
+        q["messages"].as_u64().unwrap_or(0)
+    }
+}
+
+/// Output of one `ferryctl` run.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `ferryctl args…` with a clean FERRYCTL_* environment.
+async fn ctl(args: &[&str]) -> Run {
+    ctl_env(args, &[]).await
+}
+
+/// Runs `ferryctl args…` with only the given FERRYCTL_* variables set.
+async fn ctl_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferryctl"))
+            .args(&args)
+            .env_remove("FERRYCTL_URL")
+            .env_remove("FERRYCTL_USER")
+            .env_remove("FERRYCTL_PASSWORD")
+            .envs(env)
+            .output()
+            .expect("run ferryctl");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Polls `check` every 100 ms until it returns `Some` or `secs` pass.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_queues_as_table_and_json() {
+    let b = start().await;
+    b.declare("orders.eu").await;
+    b.publish("orders.eu", 2).await;
+
+    let run = ctl(&["list", "queues", "--url", &b.url()]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut lines = run.stdout.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("vhost"), "{header}");
+    for col in ["name", "messages", "consumers", "policy"] {
+        assert!(header.contains(col), "{header}");
+    }
+    let row = lines
+        .find(|l| l.contains("orders.eu"))
+        .expect("queue listed");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[..4], ["/", "orders.eu", "2", "0"], "{row}");
+
+    let run = ctl(&[
+        "list",
+        "queues",
+        "--json",
+        "--url",
+        &b.url(),
+        "--vhost",
+        "/",
+    ])
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let queues: Value = serde_json::from_str(&run.stdout).expect("JSON output");
+    let q = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "orders.eu")
+        .expect("queue in JSON");
+    assert_eq!(q["messages"], 2);
+
+    // The connection options also come from the environment.
+    let run = ctl_env(&["list", "queues"], &[("FERRYCTL_URL", &b.url())]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("orders.eu"), "{}", run.stdout);
+    let run = ctl_env(
+        &["list", "queues", "--url", &b.url()],
+        &[("FERRYCTL_PASSWORD", "wrong")],
+    )
+    .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_a_one_line_exit_2() {
+    let b = start().await;
+    let run = ctl(&["list", "vhosts", "--url", &b.url(), "--password", "nope"]).await;
+    assert_eq!(run.code, 2);
+    assert!(run.stdout.is_empty());
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("ferryctl: login failed for user 'guest'"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_broker_is_exit_2() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let run = ctl(&["list", "queues", "--url", &url]).await;
+    assert_eq!(run.code, 2);
+    assert_eq!(
+        run.stderr.trim_end(),
+        format!("ferryctl: cannot reach {url}: connection refused")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_error_is_exit_2() {
+    let run = ctl(&["list", "widgets"]).await;
+    assert_eq!(run.code, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federate_then_decommission_only_once_drained() {
+    let old = start().await;
+    let new = start().await;
+    old.declare("mig.jobs").await;
+    old.publish("mig.jobs", 3).await;
+
+    let run = ctl(&[
+        "migrate",
+        "federate",
+        "--to",
+        &new.url(),
+        "--upstream-uri",
+        &old.amqp_uri(),
+        "--pattern",
+        "^mig\\.",
+        "--name",
+        "old",
+    ])
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("migrate-old"), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains("guest:guest"),
+        "password printed: {}",
+        run.stdout
+    );
+    let (code, up) = new
+        .api("GET", "/api/parameters/federation-upstream/%2F/old", None)
+        .await;
+    assert_eq!(code, 200, "{up}");
+    let (code, policy) = new.api("GET", "/api/policies/%2F/migrate-old", None).await;
+    assert_eq!(code, 200, "{policy}");
+    assert_eq!(policy["definition"], json!({"federation-upstream": "old"}));
+    assert_eq!(policy["apply-to"], "queues");
+    assert_eq!(policy["pattern"], "^mig\\.");
+
+    // The link appears once the queue exists downstream.
+    new.declare("mig.jobs").await;
+    eventually(15, "link in migrate status", || async {
+        let run = ctl(&["migrate", "status", "--json", "--to", &new.url()]).await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let rows: Value = serde_json::from_str(&run.stdout).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["queue"] == "mig.jobs" && l["upstream"] == "old")
+            .cloned()
+    })
+    .await;
+    let run = ctl(&["list", "links", "--url", &new.url()]).await;
+    assert!(run.stdout.contains("mig.jobs"), "{}", run.stdout);
+
+    let check = [
+        "migrate",
+        "check-decommission",
+        "--from",
+        &old.url(),
+        "--to",
+        &new.url(),
+    ];
+    let run = ctl(&check).await;
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("BLOCKED") && run.stdout.contains("3 messages still upstream"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+
+    // A consumer on the new broker pulls everything across the link.
+    let conn = lapin::Connection::connect(&new.amqp_uri(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            "mig.jobs".into(),
+            "app".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let d = tokio::time::timeout(Duration::from_secs(15), consumer.next())
+            .await
+            .expect("message federated in time")
+            .unwrap()
+            .unwrap();
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    assert_eq!(old.depth("mig.jobs").await, 0);
+
+    // An application still consuming on the old broker blocks; the link's own consumer does not.
+    let legacy = lapin::Connection::connect(&old.amqp_uri(), Default::default())
+        .await
+        .unwrap();
+    let legacy_ch = legacy.create_channel().await.unwrap();
+    let _legacy_consumer = legacy_ch
+        .basic_consume(
+            "mig.jobs".into(),
+            "legacy-app".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let run = ctl(&check).await;
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("legacy-app"), "{}", run.stdout);
+    assert!(!run.stdout.contains("federation-link-"), "{}", run.stdout);
+    legacy.close(200, "done".into()).await.unwrap();
+
+    // The publish rate is sampled every 5 s, so the verdict turns OK once it decays.
+    let run = eventually(30, "check-decommission to pass", || async {
+        let run = ctl(&check).await;
+        (run.code == 0).then_some(run)
+    })
+    .await;
+    assert!(run.stdout.contains("OK"), "{}", run.stdout);
+    assert!(run.stdout.contains("mig.jobs"), "{}", run.stdout);
+}
