@@ -95,6 +95,16 @@ impl Api {
         self.call("PUT", path, Some(body))
     }
 
+    /// POST a JSON body to `path`.
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value, Failure> {
+        self.call("POST", path, Some(body))
+    }
+
+    /// DELETE `path`.
+    pub fn delete(&self, path: &str) -> Result<Value, Failure> {
+        self.call("DELETE", path, None)
+    }
+
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
         let req = self
             .agent

@@ -1,4 +1,5 @@
-//! `ferryctl`: lists broker objects through the RabbitMQ-compatible management
+//! `ferryctl`: lists, declares and deletes broker objects, exports and imports
+//! definitions through the RabbitMQ-compatible management
 //! HTTP API and drives a queue migration by federation (set up, watch, and
 //! check that the old broker can be decommissioned).
 //!
@@ -6,6 +7,8 @@
 //! operation, 2 usage, connection or login errors.
 
 mod api;
+mod declare;
+mod definitions;
 mod migrate;
 mod table;
 
@@ -61,6 +64,25 @@ enum Command {
         #[arg(long)]
         vhost: Option<String>,
     },
+    /// Create or update one object.
+    #[command(subcommand)]
+    Declare(declare::DeclareCmd),
+    /// Delete one object.
+    Delete {
+        /// What to delete.
+        what: declare::DeleteKind,
+        /// Its name.
+        name: String,
+        /// Its vhost (ignored for vhosts and users).
+        #[arg(long, default_value = "/")]
+        vhost: String,
+    },
+    /// Federation links.
+    #[command(subcommand)]
+    Link(declare::LinkCmd),
+    /// Export or import definitions (`/api/definitions`).
+    #[command(subcommand)]
+    Definitions(definitions::DefinitionsCmd),
     /// Migrate queues from an old broker by federation.
     #[command(subcommand)]
     Migrate(migrate::MigrateCmd),
@@ -193,6 +215,10 @@ fn main() {
     };
     let result = match &cli.command {
         Command::List { what, vhost } => list(&cli.conn, *what, vhost.as_deref()),
+        Command::Declare(cmd) => declare::declare(&cli.conn, cmd),
+        Command::Delete { what, name, vhost } => declare::delete(&cli.conn, *what, name, vhost),
+        Command::Link(cmd) => declare::link(&cli.conn, cmd),
+        Command::Definitions(cmd) => definitions::run(&cli.conn, cmd),
         Command::Migrate(cmd) => migrate::run(&cli.conn, cmd),
     };
     if let Err(e) = result {

@@ -1,7 +1,7 @@
 //! `ferryctl migrate`: move queues from an old broker to a new FerryMQ by
 //! federation — set it up, watch it, and decide when the old one can go.
 
-use crate::api::{enc, Api, Failure};
+use crate::api::{enc, one_line, Api, Failure};
 use crate::table::{self, cell, field};
 use crate::{items, scoped, Conn};
 use clap::Subcommand;
@@ -27,6 +27,45 @@ pub enum MigrateCmd {
         /// Only links of this vhost.
         #[arg(long)]
         vhost: Option<String>,
+    },
+    /// Copy all definitions (users, vhosts, permissions, queues, exchanges,
+    /// bindings, policies, parameters) from the old broker to the new one.
+    CopyDefinitions {
+        /// Management API of the old broker (RabbitMQ or FerryMQ).
+        #[arg(long)]
+        from: String,
+        /// User on the old broker (default: --user).
+        #[arg(long)]
+        from_user: Option<String>,
+        /// Password on the old broker (default: --password).
+        #[arg(long)]
+        from_password: Option<String>,
+        #[command(flatten)]
+        to: Target,
+        /// Only report what would be copied.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Compare both brokers' definitions: print what the new one lacks and
+    /// which old queues match the pattern (and so will be federated).
+    Plan {
+        /// Management API of the old broker (RabbitMQ or FerryMQ).
+        #[arg(long)]
+        from: String,
+        /// User on the old broker (default: --user).
+        #[arg(long)]
+        from_user: Option<String>,
+        /// Password on the old broker (default: --password).
+        #[arg(long)]
+        from_password: Option<String>,
+        #[command(flatten)]
+        to: Target,
+        /// Only this vhost (users are always compared).
+        #[arg(long)]
+        vhost: Option<String>,
+        /// Regular expression selecting the queues to federate.
+        #[arg(long)]
+        pattern: Option<String>,
     },
     /// Create a federation upstream and a policy federating matching queues.
     Federate {
@@ -96,6 +135,35 @@ pub fn run(conn: &Conn, cmd: &MigrateCmd) -> Result<(), Failure> {
             );
             check_decommission(conn, &old, &to.api(conn), vhost.as_deref())
         }
+        MigrateCmd::CopyDefinitions {
+            from,
+            from_user,
+            from_password,
+            to,
+            dry_run,
+        } => {
+            let old = Api::new(
+                from,
+                from_user.as_deref().unwrap_or(&conn.user),
+                from_password.as_deref().unwrap_or(&conn.password),
+            );
+            copy_definitions(&old, &to.api(conn), *dry_run)
+        }
+        MigrateCmd::Plan {
+            from,
+            from_user,
+            from_password,
+            to,
+            vhost,
+            pattern,
+        } => {
+            let old = Api::new(
+                from,
+                from_user.as_deref().unwrap_or(&conn.user),
+                from_password.as_deref().unwrap_or(&conn.password),
+            );
+            plan(&old, &to.api(conn), vhost.as_deref(), pattern.as_deref())
+        }
         MigrateCmd::Federate {
             to,
             upstream_uri,
@@ -117,6 +185,108 @@ pub fn run(conn: &Conn, cmd: &MigrateCmd) -> Result<(), Failure> {
             }
         }
     }
+}
+
+/// GET the old broker's definitions and POST them to the new one. Importing
+/// is idempotent: objects that already exist with the same settings stay as they are.
+fn copy_definitions(old: &Api, new: &Api, dry_run: bool) -> Result<(), Failure> {
+    let doc = old.get("/api/definitions")?;
+    if !doc.is_object() {
+        return Err(Failure::Refused(format!(
+            "{} answered no definitions document",
+            old.url()
+        )));
+    }
+    let counts = crate::definitions::counts(&doc);
+    if dry_run {
+        println!("would copy from {} to {}: {counts}", old.url(), new.url());
+        return Ok(());
+    }
+    new.post("/api/definitions", &doc)?;
+    println!("copied from {} to {}: {counts}", old.url(), new.url());
+    Ok(())
+}
+
+/// The definition kinds `plan` compares: section, label, key fields.
+const PLAN_KINDS: [(&str, &str, &[&str]); 6] = [
+    ("vhosts", "vhost", &["name"]),
+    ("users", "user", &["name"]),
+    ("exchanges", "exchange", &["vhost", "name"]),
+    ("queues", "queue", &["vhost", "name"]),
+    (
+        "bindings",
+        "binding",
+        &[
+            "vhost",
+            "source",
+            "destination",
+            "destination_type",
+            "routing_key",
+        ],
+    ),
+    ("policies", "policy", &["vhost", "name"]),
+];
+
+/// The key of one definition: its key fields as text.
+fn def_key(item: &Value, fields: &[&str]) -> Vec<String> {
+    fields.iter().map(|f| cell(&item[*f])).collect()
+}
+
+/// Whether a definition belongs to `vhost` (vhosts by name, users always).
+fn in_vhost(section: &str, item: &Value, vhost: Option<&str>) -> bool {
+    match (vhost, section) {
+        (None, _) | (_, "users") => true,
+        (Some(v), "vhosts") => item["name"] == v,
+        (Some(v), _) => item["vhost"] == v,
+    }
+}
+
+fn plan(old: &Api, new: &Api, vhost: Option<&str>, pattern: Option<&str>) -> Result<(), Failure> {
+    let re = pattern
+        .map(|p| {
+            regex::Regex::new(p).map_err(|e| {
+                Failure::Fatal(format!("invalid --pattern: {}", one_line(&e.to_string())))
+            })
+        })
+        .transpose()?;
+    let before = old.get("/api/definitions")?;
+    let after = new.get("/api/definitions")?;
+    let mut missing = 0;
+    println!("missing on {}:", new.url());
+    for (section, label, fields) in PLAN_KINDS {
+        let have: std::collections::HashSet<Vec<String>> = items(after[section].clone())
+            .iter()
+            .map(|i| def_key(i, fields))
+            .collect();
+        for item in items(before[section].clone()) {
+            if !in_vhost(section, &item, vhost) {
+                continue;
+            }
+            let key = def_key(&item, fields);
+            if !have.contains(&key) {
+                missing += 1;
+                println!("  {label:<9}{}", key.join("  "));
+            }
+        }
+    }
+    if missing == 0 {
+        println!("  nothing");
+    }
+    if let Some(re) = re {
+        println!("queues to federate (pattern {}):", re.as_str());
+        let mut n = 0;
+        for q in items(before["queues"].clone()) {
+            let name = q["name"].as_str().unwrap_or_default();
+            if in_vhost("queues", &q, vhost) && re.is_match(name) {
+                n += 1;
+                println!("  {}  {name}", cell(&q["vhost"]));
+            }
+        }
+        if n == 0 {
+            println!("  none");
+        }
+    }
+    Ok(())
 }
 
 /// The vhost named by an AMQP URI's path (`/` when it has none), as RabbitMQ reads it.

@@ -346,7 +346,11 @@ async fn federate_then_decommission_only_once_drained() {
             .unwrap();
         d.ack(BasicAckOptions::default()).await.unwrap();
     }
-    assert_eq!(old.depth("mig.jobs").await, 0);
+    // The link acks upstream asynchronously, so the old depth reaches 0 a little later.
+    eventually(15, "old queue drained", || async {
+        (old.depth("mig.jobs").await == 0).then_some(())
+    })
+    .await;
 
     // An application still consuming on the old broker blocks; the link's own consumer does not.
     let legacy = lapin::Connection::connect(&old.amqp_uri(), Default::default())
@@ -376,4 +380,430 @@ async fn federate_then_decommission_only_once_drained() {
     .await;
     assert!(run.stdout.contains("OK"), "{}", run.stdout);
     assert!(run.stdout.contains("mig.jobs"), "{}", run.stdout);
+}
+
+/// GET /api/definitions without `rabbit_version`/`ferrymq_version`, for comparisons.
+async fn definitions(b: &Broker) -> Value {
+    let (code, mut doc) = b.api("GET", "/api/definitions", None).await;
+    assert_eq!(code, 200, "{doc}");
+    let o = doc.as_object_mut().unwrap();
+    o.remove("rabbit_version");
+    o.remove("ferrymq_version");
+    doc
+}
+
+fn has(doc: &Value, section: &str, name: &str) -> bool {
+    doc[section]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["name"] == name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_export_import_round_trip() {
+    let a = start().await;
+    let b = start().await;
+    a.declare("defs.q").await;
+    let (code, body) = a
+        .api(
+            "PUT",
+            "/api/policies/%2F/defs-ttl",
+            Some(
+                json!({"pattern": "^defs\\.", "definition": {"message-ttl": 60000},
+                        "apply-to": "queues"}),
+            ),
+        )
+        .await;
+    assert!(code == 201 || code == 204, "{code} {body}");
+
+    // To stdout: pretty JSON.
+    let run = ctl(&["definitions", "export", "--url", &a.url()]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.lines().count() > 1, "{}", run.stdout);
+    let doc: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert!(has(&doc, "queues", "defs.q"), "{doc}");
+
+    // To a file, then into another broker.
+    let file = a.dir.with_extension("defs.json");
+    let file_s = file.to_str().unwrap();
+    let run = ctl(&["definitions", "export", "--url", &a.url(), "--file", file_s]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    let run = ctl(&["definitions", "import", file_s, "--url", &b.url()]).await;
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("1 policies"), "{}", run.stdout);
+    let imported = definitions(&b).await;
+    assert!(has(&imported, "queues", "defs.q"), "{imported}");
+    assert!(has(&imported, "policies", "defs-ttl"), "{imported}");
+
+    // A vhost export has no `vhost` fields and imports into the named vhost.
+    let run = ctl(&["definitions", "export", "--url", &a.url(), "--vhost", "/"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let doc: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert!(has(&doc, "queues", "defs.q"), "{doc}");
+    assert!(doc.get("users").is_none(), "{doc}");
+
+    // A broken file is refused on one line.
+    let bad = a.dir.with_extension("bad.json");
+    std::fs::write(&bad, r#"{"queues": 5}"#).unwrap();
+    let run = ctl(&[
+        "definitions",
+        "import",
+        bad.to_str().unwrap(),
+        "--url",
+        &b.url(),
+    ])
+    .await;
+    let _ = std::fs::remove_file(&bad);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("400"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_definitions_is_idempotent_and_copies_users() {
+    let old = start().await;
+    let new = start().await;
+    old.declare("copy.q").await;
+    let (code, body) = old
+        .api(
+            "PUT",
+            "/api/users/alice",
+            Some(json!({"password": "s3cret", "tags": "management"})),
+        )
+        .await;
+    assert!(code == 201 || code == 204, "{code} {body}");
+    let (code, body) = old
+        .api(
+            "PUT",
+            "/api/permissions/%2F/alice",
+            Some(json!({"configure": ".*", "write": ".*", "read": ".*"})),
+        )
+        .await;
+    assert!(code == 201 || code == 204, "{code} {body}");
+
+    let copy = [
+        "migrate",
+        "copy-definitions",
+        "--from",
+        &old.url(),
+        "--to",
+        &new.url(),
+    ];
+    let before = definitions(&new).await;
+    let mut dry = copy.to_vec();
+    dry.push("--dry-run");
+    let run = ctl(&dry).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.starts_with("would copy"), "{}", run.stdout);
+    assert_eq!(
+        definitions(&new).await,
+        before,
+        "dry run changed the broker"
+    );
+
+    let run = ctl(&copy).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for section in [
+        "users",
+        "vhosts",
+        "permissions",
+        "queues",
+        "exchanges",
+        "bindings",
+        "policies",
+        "parameters",
+    ] {
+        assert!(run.stdout.contains(section), "{}", run.stdout);
+    }
+    let once = definitions(&new).await;
+    assert!(has(&once, "queues", "copy.q"), "{once}");
+    assert!(has(&once, "users", "alice"), "{once}");
+
+    let run = ctl(&copy).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        definitions(&new).await,
+        once,
+        "second copy changed something"
+    );
+
+    // The copied user logs in to the new broker with its old password.
+    let url = format!("{}/api/whoami", new.url());
+    let who = tokio::task::spawn_blocking(move || {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+        let resp = ureq::get(&url)
+            .set("Authorization", &format!("Basic {token}"))
+            .call()
+            .expect("alice logs in");
+        serde_json::from_str::<Value>(&resp.into_string().unwrap()).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(who["name"], "alice", "{who}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_lists_missing_objects_until_copied() {
+    let old = start().await;
+    let new = start().await;
+    old.declare("plan.orders").await;
+    old.declare("other.q").await;
+    let plan = [
+        "migrate",
+        "plan",
+        "--from",
+        &old.url(),
+        "--to",
+        &new.url(),
+        "--pattern",
+        "^plan\\.",
+    ];
+    let run = ctl(&plan).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (missing, federate) = run.stdout.split_once("queues to federate").unwrap();
+    assert!(
+        missing
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["queue", "/", "plan.orders"]),
+        "{}",
+        run.stdout
+    );
+    assert!(missing.contains("other.q"), "{}", run.stdout);
+    assert!(federate.contains("plan.orders"), "{}", run.stdout);
+    assert!(!federate.contains("other.q"), "{}", run.stdout);
+
+    let run = ctl(&[
+        "migrate",
+        "copy-definitions",
+        "--from",
+        &old.url(),
+        "--to",
+        &new.url(),
+    ])
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = ctl(&plan).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (missing, federate) = run.stdout.split_once("queues to federate").unwrap();
+    assert!(!missing.contains("plan.orders"), "{}", run.stdout);
+    assert!(missing.contains("nothing"), "{}", run.stdout);
+    assert!(federate.contains("plan.orders"), "{}", run.stdout);
+
+    let run = ctl(&[
+        "migrate",
+        "plan",
+        "--from",
+        &old.url(),
+        "--to",
+        &new.url(),
+        "--pattern",
+        "(",
+    ])
+    .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declare_and_delete_queue_and_policy() {
+    let b = start().await;
+    let url = b.url();
+    let run = ctl(&[
+        "declare",
+        "queue",
+        "dq.jobs",
+        "--url",
+        &url,
+        "--durable",
+        "false",
+        "--arg",
+        "x-max-length=10",
+    ])
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (code, q) = b.api("GET", "/api/queues/%2F/dq.jobs", None).await;
+    assert_eq!(code, 200, "{q}");
+    assert_eq!(q["durable"], false, "{q}");
+    assert_eq!(q["arguments"]["x-max-length"], 10, "{q}");
+
+    let run = ctl(&[
+        "declare",
+        "policy",
+        "dq-limit",
+        "--url",
+        &url,
+        "--pattern",
+        "^dq\\.",
+        "--definition",
+        r#"{"max-length": 5}"#,
+        "--priority",
+        "3",
+        "--apply-to",
+        "queues",
+    ])
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (code, p) = b.api("GET", "/api/policies/%2F/dq-limit", None).await;
+    assert_eq!(code, 200, "{p}");
+    assert_eq!(p["pattern"], "^dq\\.", "{p}");
+    assert_eq!(p["definition"], json!({"max-length": 5}), "{p}");
+    assert_eq!(p["priority"], 3, "{p}");
+    assert_eq!(p["apply-to"], "queues", "{p}");
+
+    let run = ctl(&["delete", "policy", "dq-limit", "--url", &url]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (code, _) = b.api("GET", "/api/policies/%2F/dq-limit", None).await;
+    assert_eq!(code, 404);
+    let run = ctl(&["delete", "queue", "dq.jobs", "--url", &url, "--vhost", "/"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (code, _) = b.api("GET", "/api/queues/%2F/dq.jobs", None).await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_declare_is_exit_1_with_reason() {
+    let b = start().await;
+    let run = ctl(&[
+        "declare",
+        "policy",
+        "broken",
+        "--url",
+        &b.url(),
+        "--pattern",
+        "(",
+        "--definition",
+        r#"{"max-length": 5}"#,
+    ])
+    .await;
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("ferryctl: PUT /api/policies/%2F/broken: 400: "),
+        "{}",
+        run.stderr
+    );
+    let (code, _) = b.api("GET", "/api/policies/%2F/broken", None).await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declare_other_objects() {
+    let b = start().await;
+    let url = b.url();
+    let ok = |run: Run| assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    ok(ctl(&["declare", "vhost", "dv", "--url", &url]).await);
+    ok(ctl(&[
+        "declare",
+        "permission",
+        "guest",
+        "--vhost",
+        "dv",
+        "--url",
+        &url,
+    ])
+    .await);
+    ok(ctl(&[
+        "declare",
+        "user",
+        "bob",
+        "--new-password",
+        "pw",
+        "--tags",
+        "management",
+        "--url",
+        &url,
+    ])
+    .await);
+    ok(ctl(&[
+        "declare",
+        "permission",
+        "bob",
+        "--vhost",
+        "dv",
+        "--read",
+        "^r",
+        "--url",
+        &url,
+    ])
+    .await);
+    ok(ctl(&[
+        "declare", "exchange", "dx", "--type", "topic", "--vhost", "dv", "--url", &url,
+    ])
+    .await);
+    ok(ctl(&["declare", "queue", "dq", "--vhost", "dv", "--url", &url]).await);
+    ok(ctl(&[
+        "declare",
+        "binding",
+        "--vhost",
+        "dv",
+        "--source",
+        "dx",
+        "--destination",
+        "dq",
+        "--routing-key",
+        "a.#",
+        "--url",
+        &url,
+    ])
+    .await);
+    ok(ctl(&[
+        "declare",
+        "upstream",
+        "up",
+        "--vhost",
+        "dv",
+        "--uri",
+        "amqp://old-broker:5672",
+        "--set",
+        "prefetch-count=50",
+        "--url",
+        &url,
+    ])
+    .await);
+
+    let (code, v) = b.api("GET", "/api/vhosts/dv", None).await;
+    assert_eq!(code, 200, "{v}");
+    let (code, p) = b.api("GET", "/api/permissions/dv/bob", None).await;
+    assert_eq!(code, 200, "{p}");
+    assert_eq!(p["read"], "^r", "{p}");
+    assert_eq!(p["write"], ".*", "{p}");
+    let (code, e) = b.api("GET", "/api/exchanges/dv/dx", None).await;
+    assert_eq!(code, 200, "{e}");
+    assert_eq!(e["type"], "topic", "{e}");
+    let (code, bs) = b.api("GET", "/api/queues/dv/dq/bindings", None).await;
+    assert_eq!(code, 200, "{bs}");
+    assert!(
+        bs.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["source"] == "dx" && x["routing_key"] == "a.#"),
+        "{bs}"
+    );
+    let (code, up) = b
+        .api("GET", "/api/parameters/federation-upstream/dv/up", None)
+        .await;
+    assert_eq!(code, 200, "{up}");
+    assert_eq!(up["value"]["prefetch-count"], 50, "{up}");
+
+    ok(ctl(&["delete", "upstream", "up", "--vhost", "dv", "--url", &url]).await);
+    ok(ctl(&["delete", "exchange", "dx", "--vhost", "dv", "--url", &url]).await);
+    ok(ctl(&["delete", "user", "bob", "--url", &url]).await);
+    ok(ctl(&["delete", "vhost", "dv", "--url", &url]).await);
+    let (code, _) = b.api("GET", "/api/users/bob", None).await;
+    assert_eq!(code, 404);
+    let (code, _) = b.api("GET", "/api/vhosts/dv", None).await;
+    assert_eq!(code, 404);
+
+    // Deleting what is not there is exit 1.
+    let run = ctl(&["delete", "queue", "nope", "--url", &url]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    // Restarting an unknown link is refused too.
+    let run = ctl(&["link", "restart", "--vhost", "/", "nope", "--url", &url]).await;
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
 }

@@ -93,6 +93,14 @@ pub async fn create(
     };
     let existed = st.0.broker.vhost(&v).is_some();
     let vh = st.0.broker.add_vhost(&v);
+    if !existed {
+        // As RabbitMQ does, whoever creates a vhost may use it.
+        st.0.broker.set_permission(
+            &v,
+            &caller.user.name,
+            ferrymq_broker::auth::Permission::all(),
+        );
+    }
     *vh.metadata.write() = json!({"description": description, "tags": tags});
     st.0.broker.definitions_changed();
     Ok(created_or_updated(!existed))
