@@ -741,6 +741,25 @@ async fn link_cuts_lose_nothing_and_duplicate_nothing() {
     assert_exactly_once(&got, N);
 }
 
+/// On a broker process: a durable `queue`, upstream `old` with `upstream` settings, and a
+/// policy federating exactly that queue from it.
+async fn federate_over_http(http_port: u16, queue: &str, upstream: Value) {
+    let auth = Some(("guest", "guest"));
+    let put = |path: String, body: Value| async move {
+        let (code, answer) = http(http_port, "PUT", &path, Some(body), auth).await;
+        assert!(code == 201 || code == 204, "{path}: {code} {answer}");
+    };
+    put(format!("/api/queues/%2F/{queue}"), json!({"durable": true})).await;
+    put(
+        "/api/parameters/federation-upstream/%2F/old".into(),
+        json!({"value": upstream}),
+    )
+    .await;
+    let policy =
+        json!({"pattern": format!("^{queue}$"), "definition": {"federation-upstream": "old"}});
+    put("/api/policies/%2F/f".into(), policy).await;
+}
+
 #[tokio::test]
 async fn downstream_sigkill_mid_transfer_loses_nothing_and_duplicates_nothing() {
     let a = start().await;
@@ -755,22 +774,8 @@ async fn downstream_sigkill_mid_transfer_loses_nothing_and_duplicates_nothing() 
     loop {
         let b = spawn_with(&dir, port, http_port);
         if kills == 0 {
-            let api = |m: &'static str, p: &'static str, body: Value| async move {
-                http(http_port, m, p, Some(body), Some(("guest", "guest"))).await
-            };
-            api("PUT", "/api/queues/%2F/kill", json!({"durable": true})).await;
-            api(
-                "PUT",
-                "/api/parameters/federation-upstream/%2F/old",
-                json!({"value": {"uri": a.uri(), "prefetch-count": 300, "reconnect-delay": 0.05}}),
-            )
-            .await;
-            api(
-                "PUT",
-                "/api/policies/%2F/f",
-                json!({"pattern": "^kill$", "definition": {"federation-upstream": "old"}}),
-            )
-            .await;
+            let upstream = json!({"uri": a.uri(), "prefetch-count": 300, "reconnect-delay": 0.05});
+            federate_over_http(http_port, "kill", upstream).await;
         }
         // A consumer that never acks keeps demand up.
         let conn = lapin::Connection::connect(&b.uri(), Default::default())
@@ -832,30 +837,7 @@ async fn links_survive_a_downstream_restart() {
     let (port, http_port) = (free_port(), free_port());
     let b = spawn_with(&dir, port, http_port);
     let auth = Some(("guest", "guest"));
-    http(
-        http_port,
-        "PUT",
-        "/api/queues/%2F/persist",
-        Some(json!({"durable": true})),
-        auth,
-    )
-    .await;
-    http(
-        http_port,
-        "PUT",
-        "/api/parameters/federation-upstream/%2F/old",
-        Some(json!({"value": {"uri": a.uri()}})),
-        auth,
-    )
-    .await;
-    http(
-        http_port,
-        "PUT",
-        "/api/policies/%2F/f",
-        Some(json!({"pattern": "^persist$", "definition": {"federation-upstream": "old"}})),
-        auth,
-    )
-    .await;
+    federate_over_http(http_port, "persist", json!({"uri": a.uri()})).await;
     let linked = || async {
         let (_, l) = http(http_port, "GET", "/api/federation-links", None, auth).await;
         l.as_array()

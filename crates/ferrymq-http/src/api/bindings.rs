@@ -19,10 +19,8 @@ use serde_json::Value;
 /// `GET /api/bindings`.
 pub async fn list(st: St, caller: Caller, Query(q): Query<ListQuery>) -> JsonResult {
     let mut items = Vec::new();
-    for v in st.0.broker.vhosts() {
-        if caller.sees_vhost(&st.0, &v.name) {
-            items.extend(views::vhost_bindings(&st.0, &v.name));
-        }
+    for v in super::visible_vhosts(&st.0, &caller, None) {
+        items.extend(views::vhost_bindings(&st.0, &v.name));
     }
     Ok(Json(respond(items, &q, &[])?))
 }

@@ -35,16 +35,15 @@ pub fn internal_name(name: &str) -> &str {
 }
 
 fn all_in(s: &HttpState, caller: &Caller, only: Option<&str>) -> Vec<Value> {
-    let mut out = Vec::new();
-    for v in s.broker.vhosts() {
-        if only.is_some_and(|o| o != v.name) || !caller.sees_vhost(s, &v.name) {
-            continue;
-        }
-        for e in v.exchanges() {
-            out.push(views::exchange(s, &v.name, &e));
-        }
-    }
-    out
+    super::visible_vhosts(s, caller, only)
+        .iter()
+        .flat_map(|v| {
+            v.exchanges()
+                .iter()
+                .map(|e| views::exchange(s, &v.name, e))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// `GET /api/exchanges`.

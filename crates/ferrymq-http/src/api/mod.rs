@@ -37,6 +37,19 @@ pub fn created_or_updated(created: bool) -> Response {
     }
 }
 
+/// The vhosts a listing covers: all the caller may see, or just `only`.
+pub fn visible_vhosts(
+    s: &HttpState,
+    caller: &crate::auth::Caller,
+    only: Option<&str>,
+) -> Vec<Arc<ferrymq_broker::vhost::VHost>> {
+    s.broker
+        .vhosts()
+        .into_iter()
+        .filter(|v| only.is_none_or(|o| o == v.name) && caller.sees_vhost(s, &v.name))
+        .collect()
+}
+
 /// 204 No Content.
 pub fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()

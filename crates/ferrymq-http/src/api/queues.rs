@@ -19,14 +19,15 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 fn all_in(s: &HttpState, caller: &Caller, only: Option<&str>) -> Vec<Value> {
-    let mut out = Vec::new();
-    for v in s.broker.vhosts() {
-        if only.is_some_and(|o| o != v.name) || !caller.sees_vhost(s, &v.name) {
-            continue;
-        }
-        out.extend(v.queues().iter().map(|q| views::queue(s, q)));
-    }
-    out
+    super::visible_vhosts(s, caller, only)
+        .iter()
+        .flat_map(|v| {
+            v.queues()
+                .iter()
+                .map(|q| views::queue(s, q))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// `GET /api/queues`.
