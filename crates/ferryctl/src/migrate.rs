@@ -13,15 +13,8 @@ use std::collections::HashMap;
 pub enum MigrateCmd {
     /// Exit 0 only if no federated queue still depends on the old broker.
     CheckDecommission {
-        /// Management API of the old broker (RabbitMQ or FerryMQ).
-        #[arg(long)]
-        from: String,
-        /// User on the old broker (default: --user).
-        #[arg(long)]
-        from_user: Option<String>,
-        /// Password on the old broker (default: --password).
-        #[arg(long)]
-        from_password: Option<String>,
+        #[command(flatten)]
+        from: Source,
         #[command(flatten)]
         to: Target,
         /// Only links of this vhost.
@@ -31,15 +24,8 @@ pub enum MigrateCmd {
     /// Copy all definitions (users, vhosts, permissions, queues, exchanges,
     /// bindings, policies, parameters) from the old broker to the new one.
     CopyDefinitions {
-        /// Management API of the old broker (RabbitMQ or FerryMQ).
-        #[arg(long)]
-        from: String,
-        /// User on the old broker (default: --user).
-        #[arg(long)]
-        from_user: Option<String>,
-        /// Password on the old broker (default: --password).
-        #[arg(long)]
-        from_password: Option<String>,
+        #[command(flatten)]
+        from: Source,
         #[command(flatten)]
         to: Target,
         /// Only report what would be copied.
@@ -49,15 +35,8 @@ pub enum MigrateCmd {
     /// Compare both brokers' definitions: print what the new one lacks and
     /// which old queues match the pattern (and so will be federated).
     Plan {
-        /// Management API of the old broker (RabbitMQ or FerryMQ).
-        #[arg(long)]
-        from: String,
-        /// User on the old broker (default: --user).
-        #[arg(long)]
-        from_user: Option<String>,
-        /// Password on the old broker (default: --password).
-        #[arg(long)]
-        from_password: Option<String>,
+        #[command(flatten)]
+        from: Source,
         #[command(flatten)]
         to: Target,
         /// Only this vhost (users are always compared).
@@ -94,6 +73,30 @@ pub enum MigrateCmd {
     },
 }
 
+/// The old (upstream) broker; its credentials default to the global ones.
+#[derive(clap::Args)]
+pub struct Source {
+    /// Management API of the old broker (RabbitMQ or FerryMQ).
+    #[arg(long)]
+    from: String,
+    /// User on the old broker (default: --user).
+    #[arg(long)]
+    from_user: Option<String>,
+    /// Password on the old broker (default: --password).
+    #[arg(long)]
+    from_password: Option<String>,
+}
+
+impl Source {
+    fn api(&self, conn: &Conn) -> Api {
+        Api::new(
+            &self.from,
+            self.from_user.as_deref().unwrap_or(&conn.user),
+            self.from_password.as_deref().unwrap_or(&conn.password),
+        )
+    }
+}
+
 /// The new (downstream) broker; defaults to the global connection options.
 #[derive(clap::Args)]
 pub struct Target {
@@ -121,47 +124,21 @@ impl Target {
 /// Runs one migration subcommand.
 pub fn run(conn: &Conn, cmd: &MigrateCmd) -> Result<(), Failure> {
     match cmd {
-        MigrateCmd::CheckDecommission {
-            from,
-            from_user,
-            from_password,
-            to,
-            vhost,
-        } => {
-            let old = Api::new(
-                from,
-                from_user.as_deref().unwrap_or(&conn.user),
-                from_password.as_deref().unwrap_or(&conn.password),
-            );
+        MigrateCmd::CheckDecommission { from, to, vhost } => {
+            let old = from.api(conn);
             check_decommission(conn, &old, &to.api(conn), vhost.as_deref())
         }
-        MigrateCmd::CopyDefinitions {
-            from,
-            from_user,
-            from_password,
-            to,
-            dry_run,
-        } => {
-            let old = Api::new(
-                from,
-                from_user.as_deref().unwrap_or(&conn.user),
-                from_password.as_deref().unwrap_or(&conn.password),
-            );
+        MigrateCmd::CopyDefinitions { from, to, dry_run } => {
+            let old = from.api(conn);
             copy_definitions(&old, &to.api(conn), *dry_run)
         }
         MigrateCmd::Plan {
             from,
-            from_user,
-            from_password,
             to,
             vhost,
             pattern,
         } => {
-            let old = Api::new(
-                from,
-                from_user.as_deref().unwrap_or(&conn.user),
-                from_password.as_deref().unwrap_or(&conn.password),
-            );
+            let old = from.api(conn);
             plan(&old, &to.api(conn), vhost.as_deref(), pattern.as_deref())
         }
         MigrateCmd::Federate {

@@ -499,6 +499,34 @@ async fn upstream_down_shows_error_then_recovers() {
     let _ = std::fs::remove_dir_all(&a_dir);
 }
 
+/// A consumer on `broker` takes one message (its demand makes the link pull it in),
+/// then leaves and puts the message back in the local queue; returns the body.
+async fn pull_and_leave(broker: &TestBroker, queue: &str) -> Vec<u8> {
+    let (_conn, ch) = broker.channel().await;
+    ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let d = next_delivery(&mut consumer).await;
+    ch.basic_cancel(consumer.tag().as_str().into(), Default::default())
+        .await
+        .unwrap();
+    let body = d.data.clone();
+    d.nack(BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    body
+}
+
 #[tokio::test]
 async fn three_broker_chain_appends_x_received_from_and_loops_are_refused() {
     let a = start().await;
@@ -517,29 +545,7 @@ async fn three_broker_chain_appends_x_received_from_and_loops_are_refused() {
     let (_ca, cha) = a.channel().await;
     publish(&cha, "", "chain", b"hop").await;
     // Step 1: a consumer on B pulls the message from A, then rejects it back into B.
-    {
-        let (_conn, ch) = b.channel().await;
-        ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
-        let mut consumer = ch
-            .basic_consume(
-                "chain".into(),
-                "".into(),
-                Default::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let d = next_delivery(&mut consumer).await;
-        ch.basic_cancel(consumer.tag().as_str().into(), Default::default())
-            .await
-            .unwrap();
-        d.nack(BasicNackOptions {
-            requeue: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
+    pull_and_leave(&b, "chain").await;
     // Step 2: C pulls it from B.
     let (_cc, chc) = c.channel().await;
     let mut consumer = chc
@@ -567,30 +573,7 @@ async fn three_broker_chain_appends_x_received_from_and_loops_are_refused() {
     federate(&a, "^chain$", json!({"federation-upstream": "b"})).await;
     wait_status(&a, "chain", "paused").await;
     publish(&cha, "", "chain", b"roundtrip").await;
-    {
-        let (_conn, ch) = b.channel().await;
-        ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
-        let mut consumer = ch
-            .basic_consume(
-                "chain".into(),
-                "".into(),
-                Default::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let d = next_delivery(&mut consumer).await;
-        assert_eq!(d.data, b"roundtrip");
-        ch.basic_cancel(consumer.tag().as_str().into(), Default::default())
-            .await
-            .unwrap();
-        d.nack(BasicNackOptions {
-            requeue: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
+    assert_eq!(pull_and_leave(&b, "chain").await, b"roundtrip");
     // Now only A has a consumer: A's link sees the message already left A's queue.
     let (_ca2, cha2) = a.channel().await;
     let mut consumer = cha2
