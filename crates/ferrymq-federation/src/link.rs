@@ -41,6 +41,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The channel the link uses on its upstream connection.
 const CH: u16 = 1;
+/// Channel for the periodic passive declare that shows the upstream queue's depth.
+const PROBE_CH: u16 = 2;
+/// How often the upstream queue is probed.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
 /// Largest message body a link accepts (the broker's default `max_message_size`).
 const MAX_BODY: u64 = 128 * 1024 * 1024;
 /// Key of a message's identity in the `x-received-from` entry a link adds.
@@ -197,6 +201,8 @@ struct Session<'a> {
     /// The upstream URI without credentials, as the hop entry shows it.
     uri_shown: String,
     consuming: bool,
+    /// A probe of the upstream queue is awaiting its answer.
+    probing: bool,
     cancelling: bool,
     no_demand_since: Option<Instant>,
     hold_until: Option<Instant>,
@@ -228,6 +234,7 @@ impl<'a> Session<'a> {
             upstream_cluster: String::new(),
             uri_shown: uri.redacted(),
             consuming: false,
+            probing: false,
             cancelling: false,
             no_demand_since: None,
             hold_until: None,
@@ -305,6 +312,7 @@ impl<'a> Session<'a> {
         self.setup_done = true;
         self.status.set(State::Paused, None);
         let seen_restart = control.borrow().restart;
+        let mut last_probe: Option<Instant> = None;
         let mut tick = tokio::time::interval(DEMAND_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -339,6 +347,16 @@ impl<'a> Session<'a> {
             }
             self.settle();
             self.follow_demand(&mut writer);
+            if last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY) && !self.probing {
+                if writer
+                    .push_method(PROBE_CH, self.passive_declare())
+                    .is_err()
+                {
+                    return End::Failed("cannot encode the upstream queue name".into());
+                }
+                self.probing = true;
+                last_probe = Some(Instant::now());
+            }
             if !heartbeat.is_zero() {
                 if last_read.elapsed() > heartbeat * 2 {
                     return End::Failed("missed heartbeats from the upstream".into());
@@ -357,20 +375,28 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Opens the channel, checks the upstream queue exists, sets the prefetch.
-    async fn setup(&self, conn: &mut Connection) -> Result<(), String> {
-        let up = &self.cfg.upstream_queue;
-        conn.open_channel(CH).await.map_err(|e| e.to_string())?;
-        let declare = AMQPClass::Queue(q::AMQPMethod::Declare(q::Declare {
-            queue: short(up).map_err(|e| e.to_string())?,
+    /// A passive declare of the upstream queue: fails if it is gone, else reports its depth.
+    fn passive_declare(&self) -> AMQPClass {
+        AMQPClass::Queue(q::AMQPMethod::Declare(q::Declare {
+            queue: short(&self.cfg.upstream_queue).unwrap_or_default(),
             passive: true,
             durable: false,
             exclusive: false,
             auto_delete: false,
             nowait: false,
             arguments: FieldTable::default(),
-        }));
-        conn.call(CH, declare)
+        }))
+    }
+
+    /// Opens the channels, checks the upstream queue exists, sets the prefetch.
+    async fn setup(&self, conn: &mut Connection) -> Result<(), String> {
+        let up = &self.cfg.upstream_queue;
+        short(up).map_err(|e| e.to_string())?;
+        conn.open_channel(CH).await.map_err(|e| e.to_string())?;
+        conn.open_channel(PROBE_CH)
+            .await
+            .map_err(|e| e.to_string())?;
+        conn.call(CH, self.passive_declare())
             .await
             .map_err(|e| format!("upstream queue '{up}': {e}"))?;
         let qos = AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
@@ -443,6 +469,24 @@ impl<'a> Session<'a> {
         writer: &mut FrameWriter,
     ) -> Result<(), String> {
         while let Some(frame) = reader.next_frame().map_err(|e| e.to_string())? {
+            if frame.channel == PROBE_CH {
+                match frame.method_id() {
+                    Some((50, 11)) => {
+                        self.probing = false;
+                        let (messages, consumers) =
+                            parse_declare_ok(frame.payload).ok_or("malformed queue.declare-ok")?;
+                        let others = consumers.saturating_sub(u32::from(self.consuming));
+                        self.status
+                            .probed_upstream(u64::from(messages), u64::from(others));
+                    }
+                    Some(ids::CHANNEL_CLOSE) => {
+                        let up = &self.cfg.upstream_queue;
+                        return Err(format!("upstream queue '{up}': {}", frame.close_error()));
+                    }
+                    _ => {}
+                }
+                continue;
+            }
             match frame.kind {
                 FRAME_METHOD => match frame.method_id() {
                     Some(ids::BASIC_DELIVER) => {
@@ -749,6 +793,16 @@ fn heartbeat_of(uri: &AmqpUri) -> u16 {
 
 /// Reads basic.deliver's fields in place (the codec would allocate the consumer
 /// tag too): (delivery tag, redelivered, exchange, routing key).
+/// Message and consumer counts of a `queue.declare-ok` payload.
+fn parse_declare_ok(p: &[u8]) -> Option<(u32, u32)> {
+    let name_len = usize::from(*p.get(4)?);
+    let counts = p.get(5 + name_len..5 + name_len + 8)?;
+    Some((
+        u32::from_be_bytes(counts[..4].try_into().ok()?),
+        u32::from_be_bytes(counts[4..].try_into().ok()?),
+    ))
+}
+
 fn parse_deliver(p: &[u8]) -> Option<(u64, bool, String, String)> {
     let short = |at: usize| -> Option<(String, usize)> {
         let len = *p.get(at)? as usize;
@@ -821,6 +875,21 @@ mod tests {
             Some((77, true, "ex".to_string(), "rk.1".to_string()))
         );
         assert_eq!(parse_deliver(&payload[..10]), None);
+    }
+
+    #[test]
+    fn declare_ok_counts_parse() {
+        use amq_protocol::frame::{gen_frame, AMQPFrame, WriteContext};
+        let method = AMQPClass::Queue(q::AMQPMethod::DeclareOk(q::DeclareOk {
+            queue: "metric.cpu".into(),
+            message_count: 123_456,
+            consumer_count: 3,
+        }));
+        let ctx = gen_frame(&AMQPFrame::Method(2, method))(WriteContext::from(Vec::new())).unwrap();
+        let bytes = ctx.into_inner().0;
+        let payload = &bytes[7..bytes.len() - 1];
+        assert_eq!(parse_declare_ok(payload), Some((123_456, 3)));
+        assert_eq!(parse_declare_ok(&payload[..12]), None);
     }
 
     #[test]

@@ -66,6 +66,20 @@ struct Mutable {
     changed_at: String,
     established_at: Option<String>,
     uri: String,
+    upstream_side: Option<UpstreamSide>,
+}
+
+/// The upstream queue as the link last saw it (a passive declare every few seconds).
+#[derive(Debug, Clone, Copy)]
+struct UpstreamSide {
+    at: std::time::Instant,
+    messages: u64,
+    /// Consumers other than the link itself.
+    consumers: u64,
+    transferred: u64,
+    /// Messages per second arriving upstream, estimated from the change in depth
+    /// plus what the link moved meanwhile: a producer still publishing there shows here.
+    inflow_rate: Option<f64>,
 }
 
 /// The live status of one queue link.
@@ -129,6 +143,7 @@ impl LinkStatus {
                 changed_at: timestamp_now(),
                 established_at: None,
                 uri,
+                upstream_side: None,
             }),
         }
     }
@@ -149,6 +164,29 @@ impl LinkStatus {
         let mut m = self.inner.lock();
         m.uri = uri;
         m.established_at = Some(timestamp_now());
+    }
+
+    /// Records a probe of the upstream queue: its depth and consumers (the link's own
+    /// consumer already subtracted).
+    pub fn probed_upstream(&self, messages: u64, consumers: u64) {
+        let now = std::time::Instant::now();
+        let transferred = self.transferred.load(Ordering::Relaxed);
+        let mut m = self.inner.lock();
+        let inflow_rate = m.upstream_side.and_then(|prev| {
+            let secs = now.duration_since(prev.at).as_secs_f64();
+            (secs > 0.5).then(|| {
+                let arrived = (messages as f64 - prev.messages as f64)
+                    + transferred.saturating_sub(prev.transferred) as f64;
+                (arrived.max(0.0) / secs * 10.0).round() / 10.0
+            })
+        });
+        m.upstream_side = Some(UpstreamSide {
+            at: now,
+            messages,
+            consumers,
+            transferred,
+            inflow_rate,
+        });
     }
 
     /// The current state.
@@ -181,6 +219,11 @@ impl LinkStatus {
         });
         if let Some(e) = &m.error {
             v["error"] = e.clone().into();
+        }
+        if let Some(up) = &m.upstream_side {
+            v["upstream_messages"] = up.messages.into();
+            v["upstream_consumers"] = up.consumers.into();
+            v["upstream_inflow_rate"] = up.inflow_rate.into();
         }
         v
     }

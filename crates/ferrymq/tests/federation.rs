@@ -152,6 +152,13 @@ async fn seed_scenario_links_are_lazy_pull_on_demand_and_move_everything_once() 
         "nothing moves without a consumer"
     );
     assert_eq!(depth(&b, "metric.cpu").await, 0);
+    // The link probes the upstream queue: the backlog still waiting there is visible.
+    let probed = eventually(10, "the upstream depth on the link", || async {
+        let l = link_for(&b, "metric.cpu").await?;
+        (l["upstream_messages"] == 300).then_some(l)
+    })
+    .await;
+    assert_eq!(probed["upstream_consumers"], 0, "{probed}");
 
     // Live producers on the upstream while consumers move to the downstream.
     let stop = Arc::new(AtomicBool::new(false));
