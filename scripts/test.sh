@@ -13,11 +13,16 @@ if ! python3 -c "import pika, pytest, requests" 2>/dev/null; then
         || python3 -m pip install --quiet --break-system-packages pika pytest requests
 fi
 # RabbitMQ 3.10 (Debian): rabbitmqadmin for the HTTP suite, real nodes for interop tests.
-if ! command -v rabbitmqadmin >/dev/null 2>&1 || ! command -v rabbitmq-server >/dev/null 2>&1; then
+# Chromium (Debian's) and playwright-core (npm) for the web UI's browser tests.
+packages=()
+command -v rabbitmqadmin >/dev/null 2>&1 && command -v rabbitmq-server >/dev/null 2>&1 || packages+=(rabbitmq-server)
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+if [ ${#packages[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq rabbitmq-server >/dev/null
+    apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
+(cd tests/ui && npm ci --no-audit --no-fund --silent)
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -69,3 +74,6 @@ fi
 
 log "interop with real RabbitMQ 3.10 nodes (definitions import, federation both ways)"
 FERRYMQ_BIN=target/debug/ferrymq python3 -m pytest tests/interop -q -p no:cacheprovider
+
+log "web UI in Chromium (screenshots in target/ui-screenshots/)"
+FERRYMQ_BIN="$PWD/target/debug/ferrymq" node --test --test-concurrency=1 tests/ui/ui.test.mjs

@@ -12,6 +12,7 @@ pub mod listing;
 pub mod metrics;
 pub mod openapi;
 pub mod rates;
+pub mod ui;
 pub mod views;
 
 use axum::routing::MethodRouter;
@@ -124,6 +125,7 @@ pub fn app(state: Arc<HttpState>) -> Router {
     let routes = api::routes(Routes::new());
     routes
         .router
+        .merge(ui::router())
         .fallback(|| async {
             // Marked so the route-table test can tell "no such route" from "no such object".
             let mut r = axum::response::IntoResponse::into_response(error::ApiError::not_found());
@@ -134,6 +136,7 @@ pub fn app(state: Arc<HttpState>) -> Router {
             r
         })
         .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
+        .layer(axum::middleware::from_fn(ui::browser_guard))
         .with_state(state)
 }
 

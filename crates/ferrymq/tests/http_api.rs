@@ -7,14 +7,25 @@ mod common;
 use common::*;
 use serde_json::json;
 
-/// Sends a raw request and returns (status, headers, body).
+/// Sends a raw request as guest and returns (status, headers, body).
 async fn raw(port: u16, method: &str, path: &str, body: &str) -> (u16, String, String) {
+    raw_with(port, method, path, "", body).await
+}
+
+/// Like `raw`, with extra header lines (each ending in `\r\n`).
+async fn raw_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n{headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
@@ -94,6 +105,54 @@ async fn errors_are_json_with_reason() {
         .await;
     assert_eq!(code, 400);
     assert!(body["reason"].as_str().unwrap().contains("pattern"));
+}
+
+#[tokio::test]
+async fn web_ui_is_served_and_cross_site_writes_are_refused() {
+    let b = start().await;
+    let port = b.http_port();
+    let (status, head, page) = raw(port, "GET", "/", "").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(page.contains("/ui/app.js"), "{page}");
+    let (status, head, js) = raw(port, "GET", "/ui/pages/federation.js", "").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("text/javascript"), "{head}");
+    assert!(js.contains("/api/federation-links"));
+    let (status, _, _) = raw(port, "GET", "/ui/nope.js", "").await;
+    assert_eq!(status, 404);
+
+    // A write carrying another site's Origin is refused and changes nothing.
+    let evil = "Origin: http://evil.example\r\n";
+    let (status, _, body) = raw_with(port, "PUT", "/api/vhosts/csrf", evil, "{}").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("cross-origin"), "{body}");
+    let (code, _) = b.api("GET", "/api/vhosts/csrf", None).await;
+    assert_eq!(code, 404);
+    // Reads, and writes from the UI's own origin, pass.
+    let (status, _, _) = raw_with(port, "GET", "/api/vhosts", evil, "").await;
+    assert_eq!(status, 200);
+    let same = "Origin: http://x\r\n";
+    let (status, _, _) = raw_with(port, "PUT", "/api/vhosts/same-site", same, "{}").await;
+    assert_eq!(status, 201);
+
+    // The UI's requests get no WWW-Authenticate, so browsers show no native prompt.
+    let (code, _) = http(port, "GET", "/api/whoami", None, Some(("guest", "wrong"))).await;
+    assert_eq!(code, 401);
+    let bad = "X-Ferrymq-Ui: 1\r\nAuthorization: Basic Z3Vlc3Q6d3Jvbmc=\r\n";
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET /api/whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{bad}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    assert!(
+        !out.to_ascii_lowercase().contains("www-authenticate"),
+        "{out}"
+    );
 }
 
 #[tokio::test]

@@ -44,6 +44,30 @@ fn redacted(key: &ferrymq_broker::parameters::ParamKey, value: &Value) -> Value 
     out
 }
 
+/// An edited upstream comes back with the URIs as the API showed them: each
+/// `user:***@` URI equal to a stored one once hidden gets the stored URI back, so
+/// editing other fields (in the UI, or GET-modify-PUT in a script) keeps the password.
+fn keep_hidden_passwords(mut value: Value, old: &Value) -> Value {
+    let stored: Vec<&str> = match old.get("uri") {
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+        Some(Value::String(s)) => vec![s.as_str()],
+        _ => Vec::new(),
+    };
+    let restore = |u: &mut Value| {
+        if let Some(s) = u.as_str().filter(|s| s.contains(":***@")) {
+            if let Some(original) = stored.iter().find(|o| hide_password(o) == s) {
+                *u = Value::from(*original);
+            }
+        }
+    };
+    match value.get_mut("uri") {
+        Some(Value::Array(list)) => list.iter_mut().for_each(restore),
+        Some(uri) => restore(uri),
+        None => {}
+    }
+    value
+}
+
 /// `scheme://user:secret@host…` → `scheme://user:***@host…`.
 pub fn hide_password(uri: &str) -> String {
     let Some((scheme, rest)) = uri.split_once("://") else {
@@ -139,7 +163,12 @@ pub async fn set(
             .map_err(|e| ApiError::bad_request(format!("value is not valid JSON: {e}")))?,
         other => other,
     };
-    let existed = st.0.broker.parameters.get(&c, &v, &n).is_some();
+    let old = st.0.broker.parameters.get(&c, &v, &n);
+    let existed = old.is_some();
+    let value = match (&*c, old) {
+        ("federation-upstream", Some(old)) => keep_hidden_passwords(value, &old),
+        _ => value,
+    };
     st.0.broker
         .put_parameter(&c, &v, &n, value)
         .map_err(ApiError::bad_request)?;
@@ -224,7 +253,8 @@ pub async fn remove_global(
 
 #[cfg(test)]
 mod tests {
-    use super::hide_password;
+    use super::{hide_password, keep_hidden_passwords};
+    use serde_json::json;
 
     #[test]
     fn passwords_are_hidden() {
@@ -238,6 +268,21 @@ mod tests {
         );
         assert_eq!(hide_password("amqp://h/v"), "amqp://h/v");
         assert_eq!(hide_password("amqp://user@h"), "amqp://user:***@h");
+    }
+
+    #[test]
+    fn hidden_passwords_sent_back_keep_the_stored_ones() {
+        let old = json!({"uri": ["amqp://u:s3cret@a/%2F", "amqp://u:other@b"]});
+        let edited = json!({"uri": ["amqp://u:***@a/%2F", "amqp://u:new@b"], "prefetch-count": 5});
+        let kept = keep_hidden_passwords(edited, &old);
+        assert_eq!(
+            kept["uri"],
+            json!(["amqp://u:s3cret@a/%2F", "amqp://u:new@b"])
+        );
+        let single = keep_hidden_passwords(json!({"uri": "amqp://u:***@a/%2F"}), &old);
+        assert_eq!(single["uri"], "amqp://u:s3cret@a/%2F");
+        let other_host = keep_hidden_passwords(json!({"uri": "amqp://u:***@c"}), &old);
+        assert_eq!(other_host["uri"], "amqp://u:***@c");
         assert_eq!(hide_password("not a uri"), "not a uri");
     }
 }
