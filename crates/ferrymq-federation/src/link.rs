@@ -490,6 +490,7 @@ impl<'a> Session<'a> {
             match frame.kind {
                 FRAME_METHOD => match frame.method_id() {
                     Some(ids::BASIC_DELIVER) => {
+                        self.status.received.fetch_add(1, Ordering::Relaxed);
                         let (tag, redelivered, exchange, routing_key) =
                             parse_deliver(frame.payload).ok_or("malformed basic.deliver")?;
                         self.incoming = Some(Incoming {

@@ -76,9 +76,9 @@ struct UpstreamSide {
     messages: u64,
     /// Consumers other than the link itself.
     consumers: u64,
-    transferred: u64,
+    received: u64,
     /// Messages per second arriving upstream, estimated from the change in depth
-    /// plus what the link moved meanwhile: a producer still publishing there shows here.
+    /// plus what the link received meanwhile: a producer still publishing there shows here.
     inflow_rate: Option<f64>,
 }
 
@@ -108,6 +108,9 @@ pub struct LinkStatus {
     pub loops_refused: AtomicU64,
     /// Times the link stopped consuming for lack of local demand.
     pub pauses: AtomicU64,
+    /// Deliveries received from the upstream (duplicates and redeliveries included):
+    /// with the upstream depth, tells how much still arrives there.
+    pub received: AtomicU64,
     inner: Mutex<Mutable>,
 }
 
@@ -137,6 +140,7 @@ impl LinkStatus {
             reconnects: AtomicU64::new(0),
             loops_refused: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
+            received: AtomicU64::new(0),
             inner: Mutex::new(Mutable {
                 state: State::Starting,
                 error: None,
@@ -170,13 +174,13 @@ impl LinkStatus {
     /// consumer already subtracted).
     pub fn probed_upstream(&self, messages: u64, consumers: u64) {
         let now = std::time::Instant::now();
-        let transferred = self.transferred.load(Ordering::Relaxed);
+        let received = self.received.load(Ordering::Relaxed);
         let mut m = self.inner.lock();
         let inflow_rate = m.upstream_side.and_then(|prev| {
             let secs = now.duration_since(prev.at).as_secs_f64();
             (secs > 0.5).then(|| {
                 let arrived = (messages as f64 - prev.messages as f64)
-                    + transferred.saturating_sub(prev.transferred) as f64;
+                    + received.saturating_sub(prev.received) as f64;
                 (arrived.max(0.0) / secs * 10.0).round() / 10.0
             })
         });
@@ -184,7 +188,7 @@ impl LinkStatus {
             at: now,
             messages,
             consumers,
-            transferred,
+            received,
             inflow_rate,
         });
     }
