@@ -103,6 +103,15 @@ pub enum DeclareCmd {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         settings: Vec<String>,
     },
+    /// A federation upstream set (`federation-upstream-set` parameter).
+    UpstreamSet {
+        name: String,
+        #[arg(long, default_value = "/")]
+        vhost: String,
+        /// A member upstream; repeat for several.
+        #[arg(long = "upstream", value_name = "NAME", required = true)]
+        upstreams: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -126,7 +135,11 @@ pub enum DeleteKind {
     Vhost,
     User,
     Policy,
+    OperatorPolicy,
     Upstream,
+    UpstreamSet,
+    /// A user's permissions in a vhost (the name is the user).
+    Permission,
 }
 
 /// `link` subcommands.
@@ -271,6 +284,22 @@ pub fn declare(conn: &Conn, cmd: &DeclareCmd) -> Result<(), Failure> {
                 format!("upstream '{name}' in vhost '{vhost}'"),
             )
         }
+        DeclareCmd::UpstreamSet {
+            name,
+            vhost,
+            upstreams,
+        } => {
+            let members: Vec<Value> = upstreams.iter().map(|u| json!({"upstream": u})).collect();
+            (
+                format!(
+                    "/api/parameters/federation-upstream-set/{}/{}",
+                    enc(vhost),
+                    enc(name)
+                ),
+                json!({"value": members}),
+                format!("upstream set '{name}' in vhost '{vhost}'"),
+            )
+        }
     };
     api(conn).put(&path, &body)?;
     println!("declared {what}");
@@ -290,6 +319,22 @@ pub fn delete(conn: &Conn, kind: DeleteKind, name: &str, vhost: &str) -> Result<
         DeleteKind::Policy => (
             format!("/api/policies/{}/{}", enc(vhost), enc(name)),
             "policy",
+        ),
+        DeleteKind::Permission => (
+            format!("/api/permissions/{}/{}", enc(vhost), enc(name)),
+            "permissions of",
+        ),
+        DeleteKind::OperatorPolicy => (
+            format!("/api/operator-policies/{}/{}", enc(vhost), enc(name)),
+            "operator policy",
+        ),
+        DeleteKind::UpstreamSet => (
+            format!(
+                "/api/parameters/federation-upstream-set/{}/{}",
+                enc(vhost),
+                enc(name)
+            ),
+            "upstream set",
         ),
         DeleteKind::Upstream => (
             format!(

@@ -7,51 +7,94 @@
 //! operation, 2 usage, connection or login errors.
 
 mod api;
+mod config;
+mod debug;
 mod declare;
 mod definitions;
 mod migrate;
+mod progress;
 mod table;
 
 use api::{enc, Api, Failure};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
+const EXAMPLES: &str = "\
+Examples:
+  ferryctl list queues --vhost /
+  ferryctl declare queue orders --durable --arg x-max-length=100000
+  ferryctl publish --exchange amq.direct --routing-key orders 'hello'
+  ferryctl get orders --count 5
+  ferryctl definitions export > backup.json
+  ferryctl migrate plan --from http://old:15672 --pattern '^orders\\.'
+  ferryctl migrate federate --from amqp://user:pass@old:5672/%2F --pattern '^orders\\.'
+  ferryctl migrate status --watch 2
+  ferryctl migrate check-decommission --from http://old:15672
+
+Connection settings come from --url/--user/--password, FERRYCTL_URL/FERRYCTL_USER/
+FERRYCTL_PASSWORD, or a config file (--config, default ~/.config/ferryctl/config.toml)
+with the keys url, user and password. Exit codes: 0 success; 1 the broker refused or a
+check failed; 2 usage, connection or login error.";
+
 /// Command-line client for FerryMQ's management HTTP API.
 #[derive(Parser)]
-#[command(name = "ferryctl", version, about)]
+#[command(name = "ferryctl", version, about, after_help = EXAMPLES)]
 struct Cli {
     #[command(flatten)]
-    conn: Conn,
+    conn: ConnArgs,
     #[command(subcommand)]
     command: Command,
 }
 
-/// Connection options, accepted by every command.
+/// Connection options as given on the command line or in the environment.
 #[derive(Args, Clone)]
-pub struct Conn {
-    /// Management API base URL.
-    #[arg(
-        long,
-        global = true,
-        env = "FERRYCTL_URL",
-        default_value = "http://localhost:15672"
-    )]
-    pub url: String,
-    /// User for HTTP basic auth.
-    #[arg(long, global = true, env = "FERRYCTL_USER", default_value = "guest")]
-    pub user: String,
-    /// Password for HTTP basic auth.
-    #[arg(
-        long,
-        global = true,
-        env = "FERRYCTL_PASSWORD",
-        default_value = "guest",
-        hide_env_values = true
-    )]
-    pub password: String,
+struct ConnArgs {
+    /// Management API base URL [default: http://localhost:15672].
+    #[arg(long, global = true, env = "FERRYCTL_URL")]
+    url: Option<String>,
+    /// User for HTTP basic auth [default: guest].
+    #[arg(long, global = true, env = "FERRYCTL_USER")]
+    user: Option<String>,
+    /// Password for HTTP basic auth [default: guest].
+    #[arg(long, global = true, env = "FERRYCTL_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Config file with url, user and password [default: ~/.config/ferryctl/config.toml if present].
+    #[arg(long, global = true, env = "FERRYCTL_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Print the raw JSON instead of a table.
     #[arg(long, global = true)]
+    json: bool,
+}
+
+/// Resolved connection settings: flags and environment, then the config file, then defaults.
+#[derive(Clone)]
+pub struct Conn {
+    /// Management API base URL.
+    pub url: String,
+    /// User for HTTP basic auth.
+    pub user: String,
+    /// Password for HTTP basic auth.
+    pub password: String,
+    /// Print the raw JSON instead of a table.
     pub json: bool,
+}
+
+impl ConnArgs {
+    fn resolve(&self) -> Result<Conn, Failure> {
+        let file = config::load(self.config.as_deref())?;
+        let pick = |given: &Option<String>, key: &str, default: &str| {
+            given
+                .clone()
+                .or_else(|| file.get(key).cloned())
+                .unwrap_or_else(|| default.to_string())
+        };
+        Ok(Conn {
+            url: pick(&self.url, "url", "http://localhost:15672"),
+            user: pick(&self.user, "user", "guest"),
+            password: pick(&self.password, "password", "guest"),
+            json: self.json,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -80,6 +123,10 @@ enum Command {
     /// Federation links.
     #[command(subcommand)]
     Link(declare::LinkCmd),
+    /// Publish one message through an exchange (for debugging).
+    Publish(debug::PublishArgs),
+    /// Fetch messages from a queue (for debugging); they are requeued unless --ack.
+    Get(debug::GetArgs),
     /// Export or import definitions (`/api/definitions`).
     #[command(subcommand)]
     Definitions(definitions::DefinitionsCmd),
@@ -97,8 +144,12 @@ enum Kind {
     Vhosts,
     Users,
     Policies,
+    OperatorPolicies,
     Upstreams,
+    UpstreamSets,
     Links,
+    Permissions,
+    Connections,
 }
 
 impl Kind {
@@ -111,8 +162,12 @@ impl Kind {
             Kind::Vhosts => ("/api/vhosts", false),
             Kind::Users => ("/api/users", false),
             Kind::Policies => ("/api/policies", true),
+            Kind::OperatorPolicies => ("/api/operator-policies", true),
             Kind::Upstreams => ("/api/parameters/federation-upstream", true),
+            Kind::UpstreamSets => ("/api/parameters/federation-upstream-set", true),
             Kind::Links => ("/api/federation-links", true),
+            Kind::Permissions => ("/api/permissions", false),
+            Kind::Connections => ("/api/connections", false),
         }
     }
 
@@ -142,7 +197,7 @@ impl Kind {
             ],
             Kind::Vhosts => &[("name", "name"), ("description", "description")],
             Kind::Users => &[("name", "name"), ("tags", "tags")],
-            Kind::Policies => &[
+            Kind::Policies | Kind::OperatorPolicies => &[
                 ("vhost", "vhost"),
                 ("name", "name"),
                 ("pattern", "pattern"),
@@ -155,6 +210,21 @@ impl Kind {
                 ("name", "name"),
                 ("uri", "value.uri"),
                 ("ack-mode", "value.ack-mode"),
+            ],
+            Kind::UpstreamSets => &[("vhost", "vhost"), ("name", "name"), ("upstreams", "value")],
+            Kind::Permissions => &[
+                ("user", "user"),
+                ("vhost", "vhost"),
+                ("configure", "configure"),
+                ("write", "write"),
+                ("read", "read"),
+            ],
+            Kind::Connections => &[
+                ("name", "name"),
+                ("user", "user"),
+                ("vhost", "vhost"),
+                ("channels", "channels"),
+                ("state", "state"),
             ],
             Kind::Links => &[
                 ("vhost", "vhost"),
@@ -213,14 +283,16 @@ fn main() {
             std::process::exit(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let result = match &cli.command {
-        Command::List { what, vhost } => list(&cli.conn, *what, vhost.as_deref()),
-        Command::Declare(cmd) => declare::declare(&cli.conn, cmd),
-        Command::Delete { what, name, vhost } => declare::delete(&cli.conn, *what, name, vhost),
-        Command::Link(cmd) => declare::link(&cli.conn, cmd),
-        Command::Definitions(cmd) => definitions::run(&cli.conn, cmd),
-        Command::Migrate(cmd) => migrate::run(&cli.conn, cmd),
-    };
+    let result = cli.conn.resolve().and_then(|conn| match &cli.command {
+        Command::List { what, vhost } => list(&conn, *what, vhost.as_deref()),
+        Command::Declare(cmd) => declare::declare(&conn, cmd),
+        Command::Delete { what, name, vhost } => declare::delete(&conn, *what, name, vhost),
+        Command::Link(cmd) => declare::link(&conn, cmd),
+        Command::Publish(args) => debug::publish(&conn, args),
+        Command::Get(args) => debug::get(&conn, args),
+        Command::Definitions(cmd) => definitions::run(&conn, cmd),
+        Command::Migrate(cmd) => migrate::run(&conn, cmd),
+    });
     if let Err(e) = result {
         eprintln!("ferryctl: {e}");
         std::process::exit(e.exit_code());

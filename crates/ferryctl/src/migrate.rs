@@ -2,11 +2,12 @@
 //! federation — set it up, watch it, and decide when the old one can go.
 
 use crate::api::{enc, one_line, Api, Failure};
-use crate::table::{self, cell, field};
+use crate::table::{cell, field};
 use crate::{items, scoped, Conn};
 use clap::Subcommand;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// Migration subcommands.
 #[derive(Subcommand)]
@@ -46,12 +47,13 @@ pub enum MigrateCmd {
         #[arg(long)]
         pattern: Option<String>,
     },
-    /// Create a federation upstream and a policy federating matching queues.
+    /// Create a federation upstream and a policy federating matching queues, then
+    /// wait until their links are up.
     Federate {
         #[command(flatten)]
         to: Target,
         /// AMQP URI of the old broker, e.g. amqp://user:pass@old:5672/%2F.
-        #[arg(long)]
+        #[arg(long, alias = "from", value_name = "AMQP_URI")]
         upstream_uri: String,
         /// Regular expression selecting the queues to federate.
         #[arg(long)]
@@ -62,14 +64,29 @@ pub enum MigrateCmd {
         /// Vhost on the new broker.
         #[arg(long, default_value = "/")]
         vhost: String,
+        /// Seconds to wait for the links of matching queues to come up.
+        #[arg(long, default_value_t = 15, value_name = "SECS")]
+        wait: u64,
+        /// Set up federation even if no queue on the new broker matches yet (links
+        /// start when matching queues are declared).
+        #[arg(long)]
+        lazy: bool,
     },
-    /// Federation links with their downstream queues' depth and consumers.
+    /// Progress per federated queue: what is left upstream, both sides' consumers
+    /// and arrivals, link state, transfer rate, and the phase reached.
     Status {
         #[command(flatten)]
         to: Target,
-        /// Repeat every SECS seconds until interrupted.
+        /// Redraw every SECS seconds until interrupted.
         #[arg(long, value_name = "SECS")]
         watch: Option<u64>,
+        /// Keep refreshing until every federated queue is drained, then exit 0
+        /// (exit 1 after --timeout).
+        #[arg(long)]
+        until_drained: bool,
+        /// Give up --until-drained after SECS seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 3600)]
+        timeout: u64,
     },
 }
 
@@ -147,20 +164,30 @@ pub fn run(conn: &Conn, cmd: &MigrateCmd) -> Result<(), Failure> {
             pattern,
             name,
             vhost,
-        } => federate(conn, &to.api(conn), upstream_uri, pattern, name, vhost),
-        MigrateCmd::Status { to, watch } => {
-            let api = to.api(conn);
-            loop {
-                status(conn, &api)?;
-                match watch {
-                    Some(secs) => {
-                        std::thread::sleep(std::time::Duration::from_secs((*secs).max(1)));
-                        println!();
-                    }
-                    None => return Ok(()),
-                }
-            }
+            wait,
+            lazy,
+        } => {
+            let setup = FederateSetup {
+                uri: upstream_uri,
+                pattern,
+                name,
+                vhost,
+                wait: Duration::from_secs(*wait),
+                lazy: *lazy,
+            };
+            federate(conn, &to.api(conn), &setup)
         }
+        MigrateCmd::Status {
+            to,
+            watch,
+            until_drained,
+            timeout,
+        } => crate::progress::run(
+            conn,
+            &to.api(conn),
+            *watch,
+            until_drained.then(|| Duration::from_secs(*timeout)),
+        ),
     }
 }
 
@@ -261,6 +288,11 @@ fn plan(old: &Api, new: &Api, vhost: Option<&str>, pattern: Option<&str>) -> Res
         }
         if n == 0 {
             println!("  none");
+            return Err(Failure::Refused(format!(
+                "pattern '{}' matches no queue on {}: nothing would be federated",
+                re.as_str(),
+                old.url()
+            )));
         }
     }
     Ok(())
@@ -391,6 +423,11 @@ fn check_decommission(
         }
         if rate > 0.0 {
             reasons.push(format!("still published to upstream ({rate:.1}/s)"));
+        } else if let Some(seen) = link["upstream_inflow_rate"].as_f64().filter(|r| *r > 0.0) {
+            // The link's own probe sees arrivals sooner than the old broker's 5 s statistics.
+            reasons.push(format!(
+                "messages still arriving upstream ({seen:.1}/s, seen by the link)"
+            ));
         }
         if !others.is_empty() {
             reasons.push(format!(
@@ -459,21 +496,52 @@ fn check_decommission(
     Ok(())
 }
 
-fn federate(
-    conn: &Conn,
-    new: &Api,
-    uri: &str,
-    pattern: &str,
-    name: &str,
-    vhost: &str,
-) -> Result<(), Failure> {
+/// What `migrate federate` sets up.
+struct FederateSetup<'a> {
+    uri: &'a str,
+    pattern: &'a str,
+    name: &'a str,
+    vhost: &'a str,
+    wait: Duration,
+    lazy: bool,
+}
+
+fn federate(conn: &Conn, new: &Api, setup: &FederateSetup<'_>) -> Result<(), Failure> {
+    let FederateSetup {
+        uri,
+        pattern,
+        name,
+        vhost,
+        ..
+    } = *setup;
+    let re = regex::Regex::new(pattern)
+        .map_err(|e| Failure::Fatal(format!("invalid --pattern: {}", one_line(&e.to_string()))))?;
+    if !uri.starts_with("amqp://") && !uri.starts_with("amqps://") {
+        return Err(Failure::Fatal(format!(
+            "--from must be an AMQP URI (amqp://user:pass@host:5672/vhost), not '{}'",
+            mask(uri)
+        )));
+    }
+    // The queues this will federate: the ones already declared on the new broker.
+    let matching: Vec<String> = items(new.get(&format!("/api/queues/{}", enc(vhost)))?)
+        .iter()
+        .filter_map(|q| q["name"].as_str())
+        .filter(|n| re.is_match(n))
+        .map(str::to_string)
+        .collect();
+    if matching.is_empty() && !setup.lazy {
+        return Err(Failure::Refused(format!(
+            "pattern '{pattern}' matches no queue in vhost '{vhost}' on {}: copy the definitions \
+             first (migrate copy-definitions) or pass --lazy to federate queues declared later",
+            new.url()
+        )));
+    }
     let upstream_path = format!(
         "/api/parameters/federation-upstream/{}/{}",
         enc(vhost),
         enc(name)
     );
-    let upstream = json!({"value": {"uri": uri}});
-    new.put(&upstream_path, &upstream)?;
+    new.put(&upstream_path, &json!({"value": {"uri": uri}}))?;
     let policy_name = format!("migrate-{name}");
     let policy_path = format!("/api/policies/{}/{}", enc(vhost), enc(&policy_name));
     let policy = json!({
@@ -482,14 +550,7 @@ fn federate(
         "apply-to": "queues",
     });
     new.put(&policy_path, &policy)?;
-    if conn.json {
-        let out = json!({
-            "upstream": {"vhost": vhost, "name": name, "value": {"uri": mask(uri)}},
-            "policy": {"vhost": vhost, "name": policy_name, "pattern": pattern,
-                       "definition": policy["definition"], "apply-to": "queues"},
-        });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-    } else {
+    if !conn.json {
         println!(
             "upstream '{name}' in vhost '{vhost}' -> {} (on {})",
             mask(uri),
@@ -498,58 +559,59 @@ fn federate(
         println!(
             "policy '{policy_name}' in vhost '{vhost}': queues matching '{pattern}' federate from '{name}'"
         );
-        println!("links start once the matching queues exist on the new broker");
     }
-    Ok(())
-}
-
-fn status(conn: &Conn, new: &Api) -> Result<(), Failure> {
-    let links = items(new.get("/api/federation-links")?);
-    let queues: HashMap<(String, String), Value> = items(new.get("/api/queues")?)
-        .into_iter()
-        .map(|q| ((cell(&q["vhost"]), cell(&q["name"])), q))
-        .collect();
-    let rows: Vec<Value> = links
+    // Verify: every matching queue gets a link that reaches the upstream.
+    let deadline = Instant::now() + setup.wait;
+    let links = loop {
+        let links: Vec<Value> = items(new.get(&format!("/api/federation-links/{}", enc(vhost)))?)
+            .into_iter()
+            .filter(|l| l["upstream"] == name && matching.iter().any(|q| l["queue"] == q.as_str()))
+            .collect();
+        let up = |l: &Value| matches!(l["status"].as_str(), Some("running" | "paused"));
+        if (links.len() == matching.len() && links.iter().all(up)) || Instant::now() >= deadline {
+            break links;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let failing: Vec<String> = matching
         .iter()
-        .map(|l| {
-            let q = queues
-                .get(&(cell(&l["vhost"]), cell(&l["queue"])))
-                .cloned()
-                .unwrap_or(Value::Null);
-            json!({
-                "vhost": l["vhost"],
-                "queue": l["queue"],
-                "upstream": l["upstream"],
-                "status": l["status"],
-                "messages_transferred": l["messages_transferred"],
-                "messages": q["messages"],
-                "consumers": q["consumers"],
-                "error": l["error"],
-            })
+        .filter_map(|q| {
+            let link = links.iter().find(|l| l["queue"] == q.as_str());
+            match link.and_then(|l| l["status"].as_str()) {
+                Some("running" | "paused") => None,
+                Some(state) => Some(format!(
+                    "{q}: {state}{}",
+                    link.and_then(|l| l["error"].as_str())
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                )),
+                None => Some(format!("{q}: no link")),
+            }
         })
         .collect();
     if conn.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).unwrap_or_default()
-        );
+        let out = json!({
+            "upstream": {"vhost": vhost, "name": name, "value": {"uri": mask(uri)}},
+            "policy": {"vhost": vhost, "name": policy_name, "pattern": pattern,
+                       "definition": policy["definition"], "apply-to": "queues"},
+            "links": links,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else if matching.is_empty() {
+        println!("no queue matches yet: links start once matching queues exist on the new broker");
     } else {
-        print!(
-            "{}",
-            table::render_json(
-                &[
-                    ("vhost", "vhost"),
-                    ("queue", "queue"),
-                    ("upstream", "upstream"),
-                    ("status", "status"),
-                    ("transferred", "messages_transferred"),
-                    ("messages", "messages"),
-                    ("consumers", "consumers"),
-                    ("error", "error"),
-                ],
-                &rows
-            )
-        );
+        for l in &links {
+            println!("link {}: {}", cell(&l["queue"]), cell(&l["status"]));
+        }
+    }
+    if !failing.is_empty() {
+        return Err(Failure::Refused(format!(
+            "{} of {} link(s) not up after {} s: {}",
+            failing.len(),
+            matching.len(),
+            setup.wait.as_secs(),
+            failing.join("; ")
+        )));
     }
     Ok(())
 }

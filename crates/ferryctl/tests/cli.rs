@@ -134,6 +134,9 @@ async fn ctl_env(args: &[&str], env: &[(&str, &str)]) -> Run {
             .env_remove("FERRYCTL_URL")
             .env_remove("FERRYCTL_USER")
             .env_remove("FERRYCTL_PASSWORD")
+            .env_remove("FERRYCTL_CONFIG")
+            // No config file from the machine's home directory.
+            .env("XDG_CONFIG_HOME", "/nonexistent-ferryctl-test")
             .envs(env)
             .output()
             .expect("run ferryctl");
@@ -271,6 +274,7 @@ async fn federate_then_decommission_only_once_drained() {
         "^mig\\.",
         "--name",
         "old",
+        "--lazy",
     ])
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -324,20 +328,7 @@ async fn federate_then_decommission_only_once_drained() {
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
 
     // A consumer on the new broker pulls everything across the link.
-    let conn = lapin::Connection::connect(&new.amqp_uri(), Default::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            "mig.jobs".into(),
-            "app".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (_conn, mut consumer) = consume(&new, "mig.jobs", 10).await;
     for _ in 0..3 {
         let d = tokio::time::timeout(Duration::from_secs(15), consumer.next())
             .await
@@ -806,4 +797,328 @@ async fn declare_other_objects() {
     // Restarting an unknown link is refused too.
     let run = ctl(&["link", "restart", "--vhost", "/", "nope", "--url", &url]).await;
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+}
+
+/// A live producer on `queue` of `broker`, publishing every 20 ms until `stop`.
+fn producer(
+    uri: String,
+    queue: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let conn = lapin::Connection::connect(&uri, Default::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let mut n = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            ch.basic_publish(
+                "".into(),
+                queue.into(),
+                Default::default(),
+                format!("live-{n}").as_bytes(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        conn.close(200, "done".into()).await.ok();
+        n
+    })
+}
+
+/// A consumer tagged `app` on `queue` of `b` with prefetch `prefetch`.
+async fn consume(b: &Broker, queue: &str, prefetch: u16) -> (lapin::Connection, lapin::Consumer) {
+    let conn = lapin::Connection::connect(&b.amqp_uri(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let consumer = ch
+        .basic_consume(
+            queue.into(),
+            "app".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (conn, consumer)
+}
+
+/// `ferryctl --config CFG args…`.
+async fn ctl_cfg(cfg: &str, args: &[&str]) -> Run {
+    let mut all = vec!["--config", cfg];
+    all.extend_from_slice(args);
+    ctl(&all).await
+}
+
+/// `ferryctl migrate federate --to NEW --from FROM --pattern PATTERN`.
+async fn federate(new: &Broker, from: &str, pattern: &str) -> Run {
+    let to = new.url();
+    ctl(&[
+        "migrate",
+        "federate",
+        "--to",
+        &to,
+        "--from",
+        from,
+        "--pattern",
+        pattern,
+    ])
+    .await
+}
+
+async fn status_rows(new: &Broker) -> Vec<Value> {
+    let run = ctl(&["migrate", "status", "--json", "--to", &new.url()]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    serde_json::from_str::<Value>(&run.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federate_verifies_links_and_status_follows_the_phases_to_drained() {
+    let old = start().await;
+    let new = start().await;
+    old.declare("mig.orders").await;
+    old.publish("mig.orders", 50).await;
+    new.declare("mig.orders").await;
+
+    // A pattern that matches nothing on the new broker is refused and sets up nothing.
+    let run = federate(&new, &old.amqp_uri(), "^nomatch\\.").await;
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("matches no queue"), "{}", run.stderr);
+    let (code, _) = new
+        .api("GET", "/api/parameters/federation-upstream/%2F/old", None)
+        .await;
+    assert_eq!(code, 404, "nothing was created");
+    // Not an AMQP URI.
+    let run = federate(&new, &old.url(), "^mig\\.").await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("AMQP URI"), "{}", run.stderr);
+
+    // The real thing: the link comes up and federate says so.
+    let run = federate(&new, &old.amqp_uri(), "^mig\\.").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("link mig.orders: paused")
+            || run.stdout.contains("link mig.orders: running"),
+        "{}",
+        run.stdout
+    );
+
+    // Before any consumer moved: the backlog waits upstream.
+    let row = eventually(15, "the probed backlog", || async {
+        let rows = status_rows(&new).await;
+        rows.into_iter().find(|r| r["upstream_messages"] == 50)
+    })
+    .await;
+    assert_eq!(row["phase"], "waiting for consumers", "{row}");
+
+    // Consumers move to the new broker; a producer still publishes on the old one.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let live = producer(old.amqp_uri(), "mig.orders", stop.clone());
+    let (_conn, mut consumer) = consume(&new, "mig.orders", 20).await;
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = received.clone();
+    let consuming = tokio::spawn(async move {
+        while let Some(Ok(d)) = consumer.next().await {
+            d.ack(BasicAckOptions::default()).await.unwrap();
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let row = eventually(20, "consumers moved, producers not yet", || async {
+        let rows = status_rows(&new).await;
+        rows.into_iter().find(|r| r["phase"] == "consumers moved")
+    })
+    .await;
+    assert!(row["upstream_inflow_rate"].as_f64().unwrap() > 0.0, "{row}");
+    let check = [
+        "migrate",
+        "check-decommission",
+        "--from",
+        &old.url(),
+        "--to",
+        &new.url(),
+    ];
+    let run = ctl(&check).await;
+    assert_eq!(
+        run.code, 1,
+        "a producer still publishes upstream: {}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("BLOCKED"), "{}", run.stdout);
+
+    // Producers move: status --until-drained returns once the old queue is empty.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let published = live.await.unwrap();
+    let run = ctl(&[
+        "migrate",
+        "status",
+        "--to",
+        &new.url(),
+        "--until-drained",
+        "--timeout",
+        "60",
+    ])
+    .await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("phase: drained"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("[####################] 100%"),
+        "{}",
+        run.stdout
+    );
+    eventually(30, "every message consumed on the new broker", || async {
+        (received.load(std::sync::atomic::Ordering::Relaxed) == 50 + published).then_some(())
+    })
+    .await;
+    let run = eventually(30, "check-decommission to pass", || async {
+        let run = ctl(&check).await;
+        (run.code == 0).then_some(run)
+    })
+    .await;
+    assert!(run.stdout.contains("OK"), "{}", run.stdout);
+    consuming.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_get_upstream_sets_and_config_file() {
+    let b = start().await;
+    b.declare("dbg").await;
+    let dir = std::env::temp_dir().join(format!("ferryctl-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "url = \"{}\"\nuser = \"guest\"\npassword = \"guest\"\n",
+            b.url()
+        ),
+    )
+    .unwrap();
+    let cfg_path = cfg.to_str().unwrap();
+
+    // Settings from the config file alone.
+    let run = ctl_cfg(
+        cfg_path,
+        &[
+            "publish",
+            "--routing-key",
+            "dbg",
+            "--property",
+            "message_id=m-1",
+            "--header",
+            "x-trace=t1",
+            "--persistent",
+            "hello",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("routed"), "{}", run.stdout);
+    let run = ctl_cfg(cfg_path, &["publish", "--routing-key", "nowhere", "lost"]).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stderr.contains("no queue was bound"), "{}", run.stderr);
+    let run = ctl_cfg(cfg_path, &["get", "dbg"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("hello"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("m-1") && run.stdout.contains("x-trace"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(b.depth("dbg").await, 1, "get requeues by default");
+    let run = ctl_cfg(cfg_path, &["--json", "get", "dbg", "--ack"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let got: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(got[0]["payload"], "hello");
+    assert_eq!(got[0]["properties"]["delivery_mode"], 2);
+    assert_eq!(b.depth("dbg").await, 0, "--ack removes");
+
+    // A flag beats the file; a wrong password in the file is a login error.
+    std::fs::write(
+        &cfg,
+        format!("url = \"{}\"\npassword = \"wrong\"\n", b.url()),
+    )
+    .unwrap();
+    let run = ctl_cfg(cfg_path, &["list", "queues"]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("login failed"), "{}", run.stderr);
+    let run = ctl_cfg(cfg_path, &["--password", "guest", "list", "queues"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    std::fs::write(&cfg, "uri = \"x\"\n").unwrap();
+    let run = ctl_cfg(cfg_path, &["list", "queues"]).await;
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("unknown key 'uri'"), "{}", run.stderr);
+    let run = ctl(&["--config", "/nonexistent/ferryctl.toml", "list", "queues"]).await;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("cannot read config file"),
+        "{}",
+        run.stderr
+    );
+
+    // Upstream sets.
+    let url = b.url();
+    for name in ["a", "b"] {
+        let run = ctl(&[
+            "--url",
+            &url,
+            "declare",
+            "upstream",
+            name,
+            "--uri",
+            "amqp://h1",
+        ])
+        .await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let run = ctl(&[
+        "--url",
+        &url,
+        "declare",
+        "upstream-set",
+        "olds",
+        "--upstream",
+        "a",
+        "--upstream",
+        "b",
+    ])
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (code, set) = b
+        .api(
+            "GET",
+            "/api/parameters/federation-upstream-set/%2F/olds",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(set["value"], json!([{"upstream": "a"}, {"upstream": "b"}]));
+    let run = ctl(&["--url", &url, "list", "upstream-sets"]).await;
+    assert!(run.stdout.contains("olds"), "{}", run.stdout);
+    let run = ctl(&["--url", &url, "delete", "upstream-set", "olds"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (code, _) = b
+        .api(
+            "GET",
+            "/api/parameters/federation-upstream-set/%2F/olds",
+            None,
+        )
+        .await;
+    assert_eq!(code, 404);
+    // A malformed URL is a one-line usage error.
+    let run = ctl(&["--url", "not a url", "list", "queues"]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
 }
