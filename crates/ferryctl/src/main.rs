@@ -22,7 +22,7 @@ use serde_json::Value;
 const EXAMPLES: &str = "\
 Examples:
   ferryctl list queues --vhost /
-  ferryctl declare queue orders --durable --arg x-max-length=100000
+  ferryctl declare queue orders --arg x-max-length=100000
   ferryctl publish --exchange amq.direct --routing-key orders 'hello'
   ferryctl get orders --count 5
   ferryctl definitions export > backup.json
