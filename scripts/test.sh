@@ -75,5 +75,8 @@ fi
 log "interop with real RabbitMQ 3.10 nodes (definitions import, federation both ways)"
 FERRYMQ_BIN=target/debug/ferrymq python3 -m pytest tests/interop -q -p no:cacheprovider
 
+log "security: TLS listeners, client certificates, certificate reload"
+FERRYMQ_BIN=target/debug/ferrymq python3 -m pytest tests/security -q -p no:cacheprovider
+
 log "web UI in Chromium (screenshots in target/ui-screenshots/)"
 FERRYMQ_BIN="$PWD/target/debug/ferrymq" node --test --test-concurrency=1 tests/ui/ui.test.mjs

@@ -5,7 +5,7 @@ use crate::frame::{self, kind, Frame};
 use crate::methods;
 use crate::outbound::Outbound;
 use crate::sasl;
-use crate::server::{ConnectionInfo, Shared};
+use crate::server::{ConnectionInfo, Shared, Transport};
 use crate::wire;
 use amq_protocol::protocol::{channel as chan, connection as conn, parse_class, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
@@ -60,17 +60,26 @@ struct Connection {
     /// We told the client it is blocked (connection.blocked sent).
     blocked_sent: bool,
     last_read: Instant,
+    /// Verified client-certificate identity (enables SASL EXTERNAL).
+    peer_identity: Option<String>,
 }
 
 /// Serves one accepted socket until it closes.
-pub async fn serve<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr, local: SocketAddr)
-where
+pub async fn serve<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    transport: Transport,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut rd, wr) = tokio::io::split(stream);
     let outbound = Arc::new(Outbound::new());
     let writer = tokio::spawn(outbound.clone().run_writer(wr, shared.clock.clone()));
-    let info = shared.connections.register(&shared.broker, peer, local);
+    let info = shared
+        .connections
+        .register(&shared.broker, peer, local, transport.tls);
     let mut c = Connection {
         shared: shared.clone(),
         info: info.clone(),
@@ -88,6 +97,7 @@ where
         publisher: false,
         blocked_sent: false,
         last_read: Instant::now(),
+        peer_identity: transport.peer_identity,
     };
     c.run(&mut rd).await;
     c.cleanup();
@@ -289,7 +299,7 @@ impl Connection {
                     version_major: 0,
                     version_minor: 9,
                     server_properties: props,
-                    mechanisms: sasl::MECHANISMS.into(),
+                    mechanisms: sasl::mechanisms(self.peer_identity.is_some()).into(),
                     locales: "en_US".into(),
                 })),
             )
@@ -707,7 +717,8 @@ impl Connection {
         }
         *self.info.client_properties.lock() = s.client_properties;
         let mechanism = s.mechanism.as_str();
-        if !sasl::MECHANISMS.split(' ').any(|m| m == mechanism) {
+        let offered = sasl::mechanisms(self.peer_identity.is_some());
+        if !offered.split(' ').any(|m| m == mechanism) {
             return Err(AmqpError::access_refused(format!(
                 "unsupported authentication mechanism '{mechanism}'"
             )));
@@ -717,10 +728,18 @@ impl Connection {
                 "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
             ))
         };
-        let Some((user, pass)) = sasl::credentials(mechanism, s.response.as_bytes()) else {
-            return self.refuse_login(refused());
+        let (user, authenticated) = if mechanism == sasl::EXTERNAL {
+            // The TLS layer verified the certificate; the user must exist, no password.
+            let user = self.peer_identity.clone().unwrap_or_default();
+            let known = self.shared.broker.user(&user).is_some();
+            (user, known.then_some(()))
+        } else {
+            let Some((user, pass)) = sasl::credentials(mechanism, s.response.as_bytes()) else {
+                return self.refuse_login(refused());
+            };
+            let ok = self.shared.broker.authenticate(&user, &pass).map(|_| ());
+            (user, ok)
         };
-        let authenticated = self.shared.broker.authenticate(&user, &pass);
         let loopback_only = self.shared.config.loopback_users.iter().any(|u| u == &user);
         if authenticated.is_none() {
             tracing::warn!(conn = %self.info.name, user = %user, "authentication failed");

@@ -16,4 +16,4 @@ pub mod sasl;
 pub mod server;
 pub mod wire;
 
-pub use server::{serve, AmqpConfig, Shared};
+pub use server::{serve, AmqpConfig, Shared, Transport};

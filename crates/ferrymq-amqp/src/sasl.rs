@@ -1,10 +1,23 @@
-//! SASL mechanisms offered in `connection.start`: PLAIN and AMQPLAIN.
+//! SASL mechanisms offered in `connection.start`: PLAIN and AMQPLAIN, and EXTERNAL
+//! on TLS connections whose client certificate was verified.
 
 use amq_protocol::types::parsing::parse_field_table;
 use ferrymq_broker::args::as_string;
 
 /// Mechanisms the server offers, space separated as the protocol wants.
 pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
+
+/// The mechanism that logs in as the verified client certificate's common name.
+pub const EXTERNAL: &str = "EXTERNAL";
+
+/// What to offer: EXTERNAL too when the transport verified a client certificate.
+pub fn mechanisms(has_peer_identity: bool) -> &'static str {
+    if has_peer_identity {
+        "PLAIN AMQPLAIN EXTERNAL"
+    } else {
+        MECHANISMS
+    }
+}
 
 /// Extracts (user, password) from a `connection.start-ok` response.
 pub fn credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)> {

@@ -86,6 +86,18 @@ pub struct ConnectionInfo {
     pub force_close: Notify,
     /// Reason given with a forced close.
     pub close_reason: Mutex<String>,
+    /// Arrived over TLS.
+    pub tls: bool,
+}
+
+/// What the transport under a connection tells about the client.
+#[derive(Debug, Clone, Default)]
+pub struct Transport {
+    /// The connection is TLS.
+    pub tls: bool,
+    /// The common name of a client certificate the TLS layer verified: the user the
+    /// `EXTERNAL` mechanism logs in as.
+    pub peer_identity: Option<String>,
 }
 
 /// All live connections.
@@ -101,6 +113,7 @@ impl ConnectionRegistry {
         broker: &Broker,
         peer: SocketAddr,
         local: SocketAddr,
+        tls: bool,
     ) -> Arc<ConnectionInfo> {
         let info = Arc::new(ConnectionInfo {
             id: broker.next_id(),
@@ -118,6 +131,7 @@ impl ConnectionRegistry {
                 .unwrap_or(0),
             force_close: Notify::new(),
             close_reason: Mutex::new(String::new()),
+            tls,
         });
         self.map.lock().insert(info.id, info.clone());
         info
@@ -180,7 +194,13 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
                 let local = stream.local_addr().ok().or(local).unwrap_or(peer);
-                tokio::spawn(crate::connection::serve(shared, stream, peer, local));
+                tokio::spawn(crate::connection::serve(
+                    shared,
+                    stream,
+                    peer,
+                    local,
+                    Transport::default(),
+                ));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.

@@ -148,6 +148,27 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>) {
     }
 }
 
+/// Serves one connection the caller accepted (HTTPS: after its TLS handshake) until
+/// the client closes it; `peer` is what loopback-only users are checked against.
+pub async fn serve_connection<I>(io: I, peer: SocketAddr, state: Arc<HttpState>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tower::ServiceExt;
+    let router = app(state);
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            router.clone().oneshot(req)
+        });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    if let Err(e) = conn.await {
+        tracing::debug!("HTTPS connection from {peer}: {e}");
+    }
+}
+
 /// Samples counters for the rates every `every` (RabbitMQ's default is 5 s).
 pub fn spawn_sampler(state: Arc<HttpState>, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {

@@ -249,7 +249,7 @@ pub fn connection(state: &HttpState, c: &ConnectionInfo) -> Value {
         "type": "network",
         "protocol": "AMQP 0-9-1",
         "auth_mechanism": "PLAIN",
-        "ssl": false,
+        "ssl": c.tls,
         "client_properties": props,
         "connected_at": c.connected_at,
         "recv_oct": recv,

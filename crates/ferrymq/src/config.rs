@@ -27,6 +27,21 @@ pub struct Flags {
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `ferrymq_amqp=debug`.
     #[arg(long, env = "FERRYMQ_LOG")]
     pub log: Option<String>,
+    /// TLS certificate chain (PEM); enables the AMQPS listener.
+    #[arg(long, env = "FERRYMQ_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "FERRYMQ_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA bundle (PEM) for verifying client certificates.
+    #[arg(long, env = "FERRYMQ_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// AMQPS listener address (HOST:PORT), used when a certificate is configured.
+    #[arg(long, env = "FERRYMQ_AMQPS_BIND")]
+    pub amqps_bind: Option<String>,
+    /// HTTPS management listener address (HOST:PORT); off unless given.
+    #[arg(long, env = "FERRYMQ_HTTPS_BIND")]
+    pub https_bind: Option<String>,
 }
 
 /// The effective configuration.
@@ -64,6 +79,22 @@ pub struct Config {
     /// Name shown to clients and recorded in federation's `x-received-from`
     /// (default `ferrymq@HOST:AMQP_PORT`, unique per broker on a host).
     pub cluster_name: Option<String>,
+    /// TLS certificate chain (PEM); with `tls_key_file` it enables AMQPS.
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// CA bundle (PEM) that client certificates must chain to.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Ask AMQPS clients for a certificate and verify it (enables SASL EXTERNAL).
+    pub tls_verify_peer: bool,
+    /// With `tls_verify_peer`: refuse clients without a certificate.
+    pub tls_fail_if_no_peer_cert: bool,
+    /// AMQPS listener address (only when a certificate is configured).
+    pub amqps_bind: String,
+    /// HTTPS management listener address (off when unset).
+    pub https_bind: Option<String>,
+    /// Seconds between checks of the TLS files for a renewed certificate.
+    pub tls_reload_interval: u64,
 }
 
 impl Default for Config {
@@ -85,6 +116,14 @@ impl Default for Config {
             // RabbitMQ's defaults: 50 MB free disk, 40 % of memory.
             disk_free_limit: 50_000_000,
             memory_high_watermark: 0.4,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            tls_verify_peer: false,
+            tls_fail_if_no_peer_cert: false,
+            amqps_bind: "0.0.0.0:5671".into(),
+            https_bind: None,
+            tls_reload_interval: 5,
         }
     }
 }
@@ -113,7 +152,39 @@ impl Config {
         if let Some(l) = &flags.log {
             cfg.log = l.clone();
         }
+        if let Some(p) = &flags.tls_cert_file {
+            cfg.tls_cert_file = Some(p.clone());
+        }
+        if let Some(p) = &flags.tls_key_file {
+            cfg.tls_key_file = Some(p.clone());
+        }
+        if let Some(p) = &flags.tls_ca_file {
+            cfg.tls_ca_file = Some(p.clone());
+        }
+        if let Some(b) = &flags.amqps_bind {
+            cfg.amqps_bind = b.clone();
+        }
+        if let Some(b) = &flags.https_bind {
+            cfg.https_bind = Some(b.clone());
+        }
+        if cfg.tls_cert_file.is_some() != cfg.tls_key_file.is_some() {
+            return Err("tls_cert_file and tls_key_file go together: set both or neither".into());
+        }
+        if cfg.https_bind.is_some() && cfg.tls_cert_file.is_none() {
+            return Err("https_bind needs tls_cert_file and tls_key_file".into());
+        }
         Ok(cfg)
+    }
+
+    /// The TLS files, when a certificate is configured.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert_file.clone()?,
+            key: self.tls_key_file.clone()?,
+            ca: self.tls_ca_file.clone(),
+            verify_peer: self.tls_verify_peer,
+            fail_if_no_peer_cert: self.tls_fail_if_no_peer_cert,
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod alarms;
 pub mod config;
+pub mod tls;
 
 use config::Config;
 use ferrymq_amqp::{AmqpConfig, Shared};
@@ -23,6 +24,12 @@ pub struct Running {
     pub amqp_addrs: Vec<SocketAddr>,
     /// Bound HTTP (management API) addresses.
     pub http_addrs: Vec<SocketAddr>,
+    /// Bound AMQPS addresses (empty without a certificate).
+    pub amqps_addrs: Vec<SocketAddr>,
+    /// Bound HTTPS addresses (empty unless `https_bind` is set).
+    pub https_addrs: Vec<SocketAddr>,
+    /// The TLS configuration in force (reloadable), when a certificate is configured.
+    pub tls: Option<Arc<tls::TlsServer>>,
     /// Management API state.
     pub http: Arc<ferrymq_http::HttpState>,
     /// Federation links.
@@ -96,6 +103,68 @@ fn bind_v6_only(addr: SocketAddr) -> std::io::Result<TcpListener> {
     s.listen(1024)?;
     s.set_nonblocking(true)?;
     TcpListener::from_std(s.into())
+}
+
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts TCP, runs the TLS handshake in the connection's own task (a slow client
+/// cannot hold up the others), then serves it as an accepted socket.
+async fn accept_tls<F, Fut>(listener: TcpListener, tls: Arc<tls::TlsServer>, serve: F)
+where
+    F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr, SocketAddr) -> Fut
+        + Clone
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let bound = listener.local_addr().ok();
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let local = tcp.local_addr().ok().or(bound).unwrap_or(peer);
+        let acceptor = tls.acceptor();
+        let serve = serve.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => serve(stream, peer, local).await,
+                Ok(Err(e)) => tracing::info!("TLS handshake with {peer} failed: {e}"),
+                Err(_) => tracing::info!("TLS handshake with {peer} timed out"),
+            }
+        });
+    }
+}
+
+async fn serve_amqps(shared: Arc<Shared>, listener: TcpListener, tls: Arc<tls::TlsServer>) {
+    accept_tls(listener, tls, move |stream, peer, local| {
+        let shared = shared.clone();
+        async move {
+            let transport = ferrymq_amqp::Transport {
+                tls: true,
+                peer_identity: tls::peer_identity(stream.get_ref().1),
+            };
+            ferrymq_amqp::connection::serve(shared, stream, peer, local, transport).await;
+        }
+    })
+    .await
+}
+
+async fn serve_https(
+    listener: TcpListener,
+    state: Arc<ferrymq_http::HttpState>,
+    tls: Arc<tls::TlsServer>,
+) {
+    accept_tls(listener, tls, move |stream, peer, _| {
+        ferrymq_http::serve_connection(stream, peer, state.clone())
+    })
+    .await
 }
 
 /// Creates the broker state and binds every listener of `cfg`.
@@ -202,6 +271,41 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
         });
         tasks.push(tokio::spawn(ferrymq_http::serve(l, http.clone())));
     }
+    // TLS listeners: AMQPS whenever a certificate is configured, HTTPS when asked for.
+    let tls = match cfg.tls_files() {
+        Some(files) => Some(tls::TlsServer::load(files)?),
+        None => None,
+    };
+    let mut amqps_addrs = Vec::new();
+    let mut https_addrs = Vec::new();
+    if let Some(tls) = &tls {
+        tasks.push(
+            tls.clone()
+                .spawn_reloader(Duration::from_secs(cfg.tls_reload_interval.max(1))),
+        );
+        for l in bind_all(&cfg.amqps_bind).await? {
+            let addr = l.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!("AMQPS listener ready on {addr}");
+            amqps_addrs.push(addr);
+            http.listeners.write().push(ferrymq_http::ListenerInfo {
+                protocol: "amqp/ssl".into(),
+                addr,
+            });
+            tasks.push(tokio::spawn(serve_amqps(shared.clone(), l, tls.clone())));
+        }
+        if let Some(bind) = &cfg.https_bind {
+            for l in bind_all(bind).await? {
+                let addr = l.local_addr().map_err(|e| e.to_string())?;
+                tracing::info!("HTTPS management API ready on https://{addr}/");
+                https_addrs.push(addr);
+                http.listeners.write().push(ferrymq_http::ListenerInfo {
+                    protocol: "https".into(),
+                    addr,
+                });
+                tasks.push(tokio::spawn(serve_https(l, http.clone(), tls.clone())));
+            }
+        }
+    }
     tasks.push(ferrymq_http::spawn_sampler(
         http.clone(),
         Duration::from_secs(5),
@@ -217,6 +321,9 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
         amqp: shared,
         amqp_addrs,
         http_addrs,
+        amqps_addrs,
+        https_addrs,
+        tls,
         http,
         federation,
         limits,
