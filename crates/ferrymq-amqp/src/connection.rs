@@ -62,6 +62,8 @@ struct Connection {
     last_read: Instant,
     /// Verified client-certificate identity (enables SASL EXTERNAL).
     peer_identity: Option<String>,
+    /// A refused login, answered after the failure delay.
+    refusal: Option<AmqpError>,
 }
 
 /// Serves one accepted socket until it closes.
@@ -74,6 +76,11 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let max = shared.config.max_connections;
+    if max > 0 && shared.connections.count() >= max {
+        tracing::warn!("connection from {peer} refused: max_connections ({max}) reached");
+        return;
+    }
     let (mut rd, wr) = tokio::io::split(stream);
     let outbound = Arc::new(Outbound::new());
     let writer = tokio::spawn(outbound.clone().run_writer(wr, shared.clock.clone()));
@@ -98,6 +105,7 @@ pub async fn serve<S>(
         blocked_sent: false,
         last_read: Instant::now(),
         peer_identity: transport.peer_identity,
+        refusal: None,
     };
     c.run(&mut rd).await;
     c.cleanup();
@@ -171,6 +179,12 @@ impl Connection {
                         }
                     }
                     self.process(&mut buf);
+                    if let Some(e) = self.refusal.take() {
+                        // A failed login waits before its answer: guessing passwords
+                        // over one connection after another stays slow.
+                        tokio::time::sleep(self.shared.config.auth_failure_delay).await;
+                        self.finish_refusal(e);
+                    }
                     if self.phase == Phase::Done {
                         return;
                     }
@@ -311,7 +325,7 @@ impl Connection {
             ctx.now.set(Instant::now());
         }
         loop {
-            if matches!(self.phase, Phase::Done) {
+            if matches!(self.phase, Phase::Done) || self.refusal.is_some() {
                 return;
             }
             let frame = match frame::next_frame(buf, self.frame_max) {
@@ -520,6 +534,17 @@ impl Connection {
                         )),
                         (0, 0),
                     ));
+                }
+                if let Some(limit) = ctx.broker.user_limit(&ctx.user, "max-channels") {
+                    if self.shared.connections.channels_of(&ctx.user) as u64 >= limit {
+                        return Err((
+                            AmqpError::not_allowed(format!(
+                                "number of channels opened for user '{}' has reached the maximum allowed user limit ({limit})",
+                                ctx.user
+                            )),
+                            (0, 0),
+                        ));
+                    }
                 }
                 let ch = Channel::new(id, ctx);
                 self.info.channels.lock().insert(id, ch.sink.clone());
@@ -767,6 +792,13 @@ impl Connection {
     /// A failed login: clients that announced `authentication_failure_close` get a
     /// 403 connection.close, others a dropped socket (as the spec and RabbitMQ do).
     fn refuse_login(&mut self, e: AmqpError) -> Result<(), AmqpError> {
+        // Answered after the delay, by the read loop (see `finish_refusal`).
+        self.refusal = Some(e);
+        Ok(())
+    }
+
+    /// Answers a refused login once the failure delay has passed.
+    fn finish_refusal(&mut self, e: AmqpError) {
         let announced = matches!(
             self.capabilities
                 .inner()
@@ -778,7 +810,6 @@ impl Connection {
         } else {
             self.phase = Phase::Done;
         }
-        Ok(())
     }
 
     fn open(&mut self, vhost_name: &str) -> Result<(), AmqpError> {
@@ -792,6 +823,26 @@ impl Connection {
             return Err(AmqpError::not_allowed(format!(
                 "access to vhost '{vhost_name}' refused for user '{user}'"
             )));
+        }
+        let registry = &self.shared.connections;
+        let me = self.info.id;
+        if let Some(limit) = self
+            .shared
+            .broker
+            .vhost_limit(vhost_name, "max-connections")
+        {
+            if registry.count_where(me, |c| *c.vhost.lock() == vhost_name) as u64 >= limit {
+                return Err(AmqpError::not_allowed(format!(
+                    "access to vhost '{vhost_name}' refused for user '{user}': connection limit ({limit}) is reached"
+                )));
+            }
+        }
+        if let Some(limit) = self.shared.broker.user_limit(&user, "max-connections") {
+            if registry.count_where(me, |c| *c.user.lock() == user) as u64 >= limit {
+                return Err(AmqpError::not_allowed(format!(
+                    "Connection refused for user '{user}': user connection limit ({limit}) is reached"
+                )));
+            }
         }
         *self.info.vhost.lock() = vhost_name.to_owned();
         let cap = |k: &str| {

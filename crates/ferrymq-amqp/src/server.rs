@@ -28,6 +28,10 @@ pub struct AmqpConfig {
     pub handshake_timeout_secs: u64,
     /// Name shown to clients as `cluster_name`.
     pub cluster_name: String,
+    /// Most client connections at once (0: no limit); more are dropped on accept.
+    pub max_connections: usize,
+    /// Wait before answering a failed login, so guessing passwords is slow.
+    pub auth_failure_delay: Duration,
 }
 
 impl Default for AmqpConfig {
@@ -40,6 +44,8 @@ impl Default for AmqpConfig {
             loopback_users: vec!["guest".into()],
             handshake_timeout_secs: 10,
             cluster_name: "ferrymq".into(),
+            max_connections: 0,
+            auth_failure_delay: Duration::from_secs(1),
         }
     }
 }
@@ -138,6 +144,30 @@ impl ConnectionRegistry {
     }
 
     /// Removes a closed connection.
+    /// Live connections.
+    pub fn count(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    /// Connections other than `except` for which `f` holds.
+    pub fn count_where(&self, except: u64, f: impl Fn(&ConnectionInfo) -> bool) -> usize {
+        self.map
+            .lock()
+            .values()
+            .filter(|c| c.id != except && f(c))
+            .count()
+    }
+
+    /// Open channels over all of `user`'s connections.
+    pub fn channels_of(&self, user: &str) -> usize {
+        self.map
+            .lock()
+            .values()
+            .filter(|c| *c.user.lock() == user)
+            .map(|c| c.channels.lock().len())
+            .sum()
+    }
+
     pub fn unregister(&self, id: u64) {
         self.map.lock().remove(&id);
     }

@@ -60,6 +60,8 @@ pub struct User {
     pub hashing_algorithm: HashingAlgorithm,
     /// Management tags (administrator, monitoring, policymaker, management).
     pub tags: Vec<String>,
+    /// Limits (`max-connections`, `max-channels`; see `limits`).
+    pub limits: serde_json::Map<String, serde_json::Value>,
 }
 
 impl User {
@@ -70,6 +72,7 @@ impl User {
             password_hash: hash_password(password, HashingAlgorithm::Sha256),
             hashing_algorithm: HashingAlgorithm::Sha256,
             tags,
+            limits: Default::default(),
         }
     }
 
@@ -203,6 +206,7 @@ mod tests {
             password_hash: base64::engine::general_purpose::STANDARD.encode(raw),
             hashing_algorithm: HashingAlgorithm::Sha256,
             tags: vec![],
+            limits: Default::default(),
         };
         assert!(u.check_password("guest"));
     }

@@ -9,6 +9,7 @@ pub mod definitions;
 pub mod error;
 pub mod exchange;
 pub mod json;
+pub mod limits;
 pub mod message;
 pub mod parameters;
 pub mod policy;
@@ -83,9 +84,31 @@ impl Broker {
             save_lock: Mutex::new(()),
             restoring: AtomicBool::new(false),
             policies: PolicyStore::default(),
-            parameters: RuntimeParameters::default(),
+            parameters: {
+                let p = RuntimeParameters::default();
+                p.register(limits::VHOST_LIMITS, Arc::new(limits::vhost_validator));
+                p
+            },
             topology_listeners: RwLock::new(Vec::new()),
         })
+    }
+
+    /// Limit `key` of a vhost (`max-connections`, `max-queues`); `None` = unlimited.
+    pub fn vhost_limit(&self, vhost: &str, key: &str) -> Option<u64> {
+        let v = self
+            .parameters
+            .get(limits::VHOST_LIMITS, vhost, limits::VHOST_LIMITS_NAME)?;
+        limits::limit_of(v.as_object()?, key)
+    }
+
+    /// Limit `key` of a user (`max-connections`, `max-channels`); `None` = unlimited.
+    pub fn user_limit(&self, user: &str, key: &str) -> Option<u64> {
+        limits::limit_of(&self.users.read().get(user)?.limits, key)
+    }
+
+    /// Whether definitions are being restored at start-up (limits are not enforced then).
+    pub fn is_restoring(&self) -> bool {
+        self.restoring.load(Ordering::Relaxed)
     }
 
     /// A broker with vhost `/` and user guest/guest with full permissions on it, as RabbitMQ starts.
@@ -213,7 +236,11 @@ impl Broker {
                     password_hash: u.password_hash,
                     hashing_algorithm: u.hashing_algorithm.as_str().into(),
                     tags: Tags::List(u.tags),
-                    limits: serde_json::Value::Null,
+                    limits: if u.limits.is_empty() {
+                        serde_json::Value::Null
+                    } else {
+                        serde_json::Value::Object(u.limits)
+                    },
                 })
                 .collect();
             d.global_parameters = self
@@ -327,6 +354,10 @@ impl Broker {
                     u.name, u.hashing_algorithm
                 ));
             }
+            if !u.limits.is_null() {
+                limits::validate(&u.limits, &limits::USER_KEYS)
+                    .map_err(|e| format!("user '{}': {e}", u.name))?;
+            }
         }
         let mut perms = Vec::new();
         for p in &d.permissions {
@@ -437,6 +468,7 @@ impl Broker {
                 hashing_algorithm: HashingAlgorithm::parse(&u.hashing_algorithm)
                     .expect("validated"),
                 tags: u.tags.to_vec(),
+                limits: u.limits.as_object().cloned().unwrap_or_default(),
             });
         }
         for (p, perm) in perms {

@@ -309,6 +309,16 @@ impl VHost {
         if opts.passive {
             return Err(self.no_queue(name));
         }
+        if let Some(b) = self.broker.upgrade().filter(|b| !b.is_restoring()) {
+            if let Some(limit) = b.vhost_limit(&self.name, "max-queues") {
+                if self.queues.read().len() as u64 >= limit {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "cannot declare queue '{name}' in vhost '{}': vhost queue limit ({limit}) is reached",
+                        self.name
+                    )));
+                }
+            }
+        }
         let args = QueueArgs::parse(&opts.arguments, name, &self.name)?;
         if let Some(dlx) = &args.dead_letter_exchange {
             if dlx.starts_with("amq.") && self.exchange(dlx).is_none() {

@@ -95,6 +95,10 @@ pub struct Config {
     pub https_bind: Option<String>,
     /// Seconds between checks of the TLS files for a renewed certificate.
     pub tls_reload_interval: u64,
+    /// Most AMQP connections at once (0: no limit).
+    pub max_connections: usize,
+    /// Milliseconds a failed AMQP login waits before it is answered.
+    pub auth_failure_delay_ms: u64,
 }
 
 impl Default for Config {
@@ -124,6 +128,8 @@ impl Default for Config {
             amqps_bind: "0.0.0.0:5671".into(),
             https_bind: None,
             tls_reload_interval: 5,
+            max_connections: 0,
+            auth_failure_delay_ms: 1000,
         }
     }
 }

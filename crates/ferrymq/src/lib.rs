@@ -207,6 +207,8 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
             max_message_size: cfg.max_message_size,
             loopback_users: cfg.loopback_users.clone(),
             cluster_name: cluster_name.clone(),
+            max_connections: cfg.max_connections,
+            auth_failure_delay: Duration::from_millis(cfg.auth_failure_delay_ms),
             ..Default::default()
         },
     );

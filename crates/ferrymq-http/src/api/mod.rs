@@ -6,6 +6,7 @@ pub mod definitions;
 pub mod exchanges;
 pub mod federation;
 pub mod health;
+pub mod limits;
 pub mod overview;
 pub mod parameters;
 pub mod policies;
@@ -17,7 +18,7 @@ use crate::error::ApiResult;
 use crate::{HttpState, Routes};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Json;
 use serde_json::Value;
 use std::sync::Arc;
@@ -261,6 +262,42 @@ pub fn routes(r: Routes) -> Routes {
         &["GET"],
         "Permissions in a vhost",
         get(v::permissions),
+    )
+    .add(
+        "/api/vhost-limits",
+        &["GET"],
+        "Limits of every vhost (max-connections, max-queues)",
+        get(limits::vhost_list),
+    )
+    .add(
+        "/api/vhost-limits/{vhost}",
+        &["GET"],
+        "Limits of one vhost",
+        get(limits::vhost_show),
+    )
+    .add(
+        "/api/vhost-limits/{vhost}/{name}",
+        &["PUT", "DELETE"],
+        "Set or clear one vhost limit",
+        put(limits::vhost_set).delete(limits::vhost_clear),
+    )
+    .add(
+        "/api/user-limits",
+        &["GET"],
+        "Limits of every user (max-connections, max-channels)",
+        get(limits::user_list),
+    )
+    .add(
+        "/api/user-limits/{user}",
+        &["GET"],
+        "Limits of one user",
+        get(limits::user_show),
+    )
+    .add(
+        "/api/user-limits/{user}/{name}",
+        &["PUT", "DELETE"],
+        "Set or clear one user limit",
+        put(limits::user_set).delete(limits::user_clear),
     )
     .add("/api/users", &["GET"], "Users", get(u::list))
     .add(

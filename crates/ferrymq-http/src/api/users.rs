@@ -108,6 +108,10 @@ pub async fn put_user(
         password_hash,
         hashing_algorithm,
         tags,
+        limits: existing
+            .as_ref()
+            .map(|u| u.limits.clone())
+            .unwrap_or_default(),
     });
     Ok(created_or_updated(existing.is_none()))
 }
