@@ -78,5 +78,8 @@ FERRYMQ_BIN=target/debug/ferrymq python3 -m pytest tests/interop -q -p no:cachep
 log "security: TLS listeners, client certificates, certificate reload"
 FERRYMQ_BIN=target/debug/ferrymq python3 -m pytest tests/security -q -p no:cacheprovider
 
+log "fuzzing: every cargo-fuzz target for 20 s (scripts/fuzz.sh runs longer)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+
 log "web UI in Chromium (screenshots in target/ui-screenshots/)"
 FERRYMQ_BIN="$PWD/target/debug/ferrymq" node --test --test-concurrency=1 tests/ui/ui.test.mjs

@@ -153,6 +153,11 @@ impl Connection {
         }
         let _ = buf.split_to(8);
         self.send_start();
+        // Frames that came with the protocol header (a client pipelining its
+        // handshake) are handled now, not after the next read.
+        if !buf.is_empty() && !self.handle_input(&mut buf).await {
+            return;
+        }
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut synced = self.shared.synced.clone();
         let mut alarm = self.shared.alarm.subscribe();
@@ -178,14 +183,7 @@ impl Connection {
                             }
                         }
                     }
-                    self.process(&mut buf);
-                    if let Some(e) = self.refusal.take() {
-                        // A failed login waits before its answer: guessing passwords
-                        // over one connection after another stays slow.
-                        tokio::time::sleep(self.shared.config.auth_failure_delay).await;
-                        self.finish_refusal(e);
-                    }
-                    if self.phase == Phase::Done {
+                    if !self.handle_input(&mut buf).await {
                         return;
                     }
                     if buf.capacity() - buf.len() < SMALL_READ {
@@ -213,6 +211,18 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Handles the frames read so far; false when the connection is done.
+    async fn handle_input(&mut self, buf: &mut BytesMut) -> bool {
+        self.process(buf);
+        if let Some(e) = self.refusal.take() {
+            // A failed login waits before its answer: guessing passwords over one
+            // connection after another stays slow.
+            tokio::time::sleep(self.shared.config.auth_failure_delay).await;
+            self.finish_refusal(e);
+        }
+        self.phase != Phase::Done
     }
 
     fn reading_blocked(&self) -> bool {
