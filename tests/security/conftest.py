@@ -84,14 +84,15 @@ class Broker:
         return requests.request(method, f"http://127.0.0.1:{self.http}/api{path}", json=body, auth=("guest", "guest"), timeout=10, **kw)
 
 
-def start_broker(work: Path, config: str = "", tls: bool = False) -> Broker:
+def start_broker(work: Path, config: str = "", tls: bool = False, data_dir: Path | None = None) -> Broker:
     binary = os.environ.get("FERRYMQ_BIN") or str(REPO / "target" / "debug" / "ferrymq")
     if not os.access(binary, os.X_OK):
         pytest.fail(f"{binary} is missing (cargo build, or set FERRYMQ_BIN)", pytrace=False)
     work.mkdir(parents=True, exist_ok=True)
     amqp, http = free_port(), free_port()
     amqps, https = (free_port(), free_port()) if tls else (None, None)
-    args = [binary, "--amqp-bind", f"127.0.0.1:{amqp}", "--http-bind", f"127.0.0.1:{http}", "--data-dir", str(work / "data")]
+    data = data_dir or work / "data"
+    args = [binary, "--amqp-bind", f"127.0.0.1:{amqp}", "--http-bind", f"127.0.0.1:{http}", "--data-dir", str(data)]
     if tls:
         args += ["--amqps-bind", f"127.0.0.1:{amqps}", "--https-bind", f"127.0.0.1:{https}"]
     cfg = work / "ferrymq.toml"

@@ -53,6 +53,11 @@ impl ConnCtx {
             .storage()
             .map_or(u64::MAX, |s| s.durability.synced_epoch())
     }
+
+    /// Whether the durable store failed (disk full, I/O error): nothing more syncs.
+    pub fn store_failed(&self) -> bool {
+        self.broker.storage().is_some_and(|s| s.durability.failed())
+    }
 }
 
 impl ConnCtx {
@@ -789,10 +794,16 @@ impl Channel {
     /// reached), acks coalesced into one `basic.ack multiple`.
     pub fn flush_confirms(&mut self, ctx: &ConnCtx, synced: u64) {
         let mut ack_upto = None;
+        // After a store failure nothing newer will ever sync: a publisher waiting for
+        // a persistent message's confirm gets a nack instead of waiting forever.
+        let failed = ctx.store_failed();
         while let Some(&(seq, epoch, settle)) = self.confirms.front() {
-            if epoch > synced {
-                break;
-            }
+            let settle = match settle {
+                Settle::Ack if epoch > synced && failed => Settle::Nack,
+                Settle::CommitOk if epoch > synced && failed => break,
+                _ if epoch > synced && !failed => break,
+                other => other,
+            };
             self.confirms.pop_front();
             if settle == Settle::Ack {
                 ack_upto = Some(seq);

@@ -191,9 +191,13 @@ impl Shared {
     pub fn new(broker: Arc<Broker>, config: AmqpConfig) -> Arc<Self> {
         let (tx, synced) = tokio::sync::watch::channel(0u64);
         if let Some(storage) = broker.storage() {
+            let tx = Arc::new(tx);
+            let on_sync = tx.clone();
             storage.durability.on_synced(move |epoch| {
-                tx.send_replace(epoch);
+                on_sync.send_replace(epoch);
             });
+            // No epoch follows a failure; waking the waiters lets them nack.
+            storage.durability.on_failed(move || tx.send_modify(|_| {}));
         }
         let shared = Arc::new(Shared {
             broker,

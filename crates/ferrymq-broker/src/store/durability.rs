@@ -27,6 +27,7 @@ pub struct Durability {
     listeners: RwLock<Vec<Listener>>,
     rounds: AtomicU64,
     failed: std::sync::atomic::AtomicBool,
+    failure_listeners: RwLock<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
 impl Default for Durability {
@@ -42,6 +43,7 @@ impl Default for Durability {
             listeners: RwLock::new(Vec::new()),
             rounds: AtomicU64::new(0),
             failed: std::sync::atomic::AtomicBool::new(false),
+            failure_listeners: RwLock::new(Vec::new()),
         }
     }
 }
@@ -84,9 +86,17 @@ impl Durability {
         self.listeners.write().push(Box::new(f));
     }
 
+    /// Calls `f` once if the store fails (publishers waiting for confirms must hear).
+    pub fn on_failed(&self, f: impl Fn() + Send + Sync + 'static) {
+        self.failure_listeners.write().push(Box::new(f));
+    }
+
     fn fail(&self, what: &str) {
         if !self.failed.swap(true, Ordering::AcqRel) {
-            tracing::error!("durable store failed ({what}); no further publisher confirms for persistent messages until restart");
+            tracing::error!("durable store failed ({what}); persistent messages are nacked until a restart (free disk space, then restart: what was confirmed is recovered)");
+            for l in self.failure_listeners.read().iter() {
+                l();
+            }
         }
     }
 
