@@ -55,6 +55,16 @@ def serving(broker) -> None:
     conn.close()
 
 
+def drain(ch, queue: str) -> list[str]:
+    """Every message in `queue`, taken with basic.get and auto-ack."""
+    got = []
+    while True:
+        m, _, body = ch.basic_get(queue, auto_ack=True)
+        if m is None:
+            return got
+        got.append(body.decode())
+
+
 def wait_connections(broker, n: int) -> None:
     deadline = time.monotonic() + 10
     while connections(broker) != n:
@@ -112,12 +122,7 @@ def test_client_vanishing_mid_confirm_loses_nothing_confirmed(broker):
         c.send(amqpwire.content_body_frame(1, body))
     c.close()
     time.sleep(0.5)
-    got = []
-    while True:
-        m, _, body = ch.basic_get(queue, auto_ack=True)
-        if m is None:
-            break
-        got.append(body.decode())
+    got = drain(ch, queue)
     assert [b for b in got if b.startswith("confirmed-")] == [f"confirmed-{i}" for i in range(200)]
     assert len(set(got)) == len(got), "duplicates"
     conn.close()
@@ -251,12 +256,7 @@ def test_sigkill_under_load_loses_nothing_confirmed(tmp_path):
     try:
         conn = pika.BlockingConnection(params(b2.amqp))
         ch = conn.channel()
-        got = []
-        while True:
-            m, _, body = ch.basic_get(queue, auto_ack=True)
-            if m is None:
-                break
-            got.append(body.decode())
+        got = drain(ch, queue)
         missing = set(confirmed) - set(got)
         assert not missing, f"{len(missing)} confirmed messages lost"
         assert len(set(got)) == len(got), "duplicates after recovery"
