@@ -128,6 +128,8 @@ impl FromRequestParts<Arc<HttpState>> for Caller {
             return Err(ApiError::unauthorized("Login failed"));
         };
         let Some(user) = state.broker.authenticate(&name, &password) else {
+            // Only this request waits; other requests are served meanwhile.
+            tokio::time::sleep(state.auth_failure_delay).await;
             return Err(ApiError::unauthorized("Login failed"));
         };
         let peer_is_loopback = parts

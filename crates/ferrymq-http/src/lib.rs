@@ -70,6 +70,8 @@ pub struct HttpState {
     pub limits: LimitsFn,
     /// Federation, once started.
     pub federation: RwLock<Option<Arc<dyn FederationView>>>,
+    /// Wait before answering a request with a wrong password (slows password guessing).
+    pub auth_failure_delay: Duration,
 }
 
 /// One documented route: path (axum and OpenAPI syntax), methods, summary.

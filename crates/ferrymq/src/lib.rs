@@ -255,6 +255,8 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
             )
         }),
         federation: parking_lot::RwLock::new(Some(Arc::new(FederationLinks(federation.clone())))),
+        // Half the AMQP delay: a mistyped password in the UI should not feel broken.
+        auth_failure_delay: Duration::from_millis(cfg.auth_failure_delay_ms / 2),
     });
     for addr in &amqp_addrs {
         http.listeners.write().push(ferrymq_http::ListenerInfo {
