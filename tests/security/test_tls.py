@@ -117,6 +117,21 @@ def test_https_management_api(broker, pki):
     assert r.status_code == 401
 
 
+def test_ferryctl_over_https(broker, pki):
+    ferryctl = os.environ.get("FERRYCTL_BIN") or str(REPO / "target" / "debug" / "ferryctl")
+    url = f"https://localhost:{broker.https}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FERRYCTL_")}
+    env["XDG_CONFIG_HOME"] = "/nonexistent-ferryctl-test"
+    run = lambda *a: subprocess.run([ferryctl, "--url", url, *a], capture_output=True, text=True, timeout=30, env=env)
+    ok = run("--cacert", pki.path("ca.pem"), "list", "vhosts")
+    assert ok.returncode == 0, ok.stderr
+    assert "/" in ok.stdout
+    # Without the CA the server is not trusted: a one-line connection error, exit 2.
+    refused = run("list", "vhosts")
+    assert refused.returncode == 2, refused
+    assert len(refused.stderr.strip().splitlines()) == 1 and "cannot reach" in refused.stderr, refused.stderr
+
+
 def test_certificate_reload_without_restart(broker, pki):
     before = fingerprint(broker.amqps, pki)
     held = pika.BlockingConnection(params(broker, pki, credentials=pika.PlainCredentials("guest", "guest")))

@@ -34,6 +34,32 @@ impl fmt::Display for Failure {
     }
 }
 
+/// TLS settings for `https://` URLs, set once from `--cacert` (else the bundled web roots).
+static TLS: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+
+/// Trusts the CA certificates in `path` (PEM) for `https://` management URLs.
+pub fn trust_ca_file(path: &std::path::Path) -> Result<(), Failure> {
+    let bad = |e: String| Failure::Fatal(format!("--cacert {}: {e}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificate in the file".into()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let _ = TLS.set(std::sync::Arc::new(config));
+    Ok(())
+}
+
 /// One management API endpoint with credentials.
 pub struct Api {
     base: String,
@@ -64,10 +90,16 @@ impl Api {
             user: user.to_string(),
             auth_header: format!("Basic {token}"),
             // Bounded so an unresponsive broker is reported instead of hanging a script.
-            agent: ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_secs(5))
-                .timeout(Duration::from_secs(30))
-                .build(),
+            agent: {
+                let builder = ureq::AgentBuilder::new()
+                    .timeout_connect(Duration::from_secs(5))
+                    .timeout(Duration::from_secs(30));
+                match TLS.get() {
+                    Some(tls) => builder.tls_config(tls.clone()),
+                    None => builder,
+                }
+                .build()
+            },
         }
     }
 

@@ -1,11 +1,11 @@
-//! The optional config file: `url`, `user` and `password` in TOML, so scripts need
+//! The optional config file: `url`, `user`, `password` and `cacert` in TOML, so scripts need
 //! not repeat them and passwords stay out of shell history.
 
 use crate::api::{one_line, Failure};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-const KEYS: [&str; 3] = ["url", "user", "password"];
+const KEYS: [&str; 4] = ["url", "user", "password", "cacert"];
 
 /// `$XDG_CONFIG_HOME/ferryctl/config.toml`, else `~/.config/ferryctl/config.toml`.
 fn default_path() -> Option<PathBuf> {

@@ -33,7 +33,7 @@ Examples:
 
 Connection settings come from --url/--user/--password, FERRYCTL_URL/FERRYCTL_USER/
 FERRYCTL_PASSWORD, or a config file (--config, default ~/.config/ferryctl/config.toml)
-with the keys url, user and password. Exit codes: 0 success; 1 the broker refused or a
+with the keys url, user, password and cacert (CA file for https:// URLs). Exit codes: 0 success; 1 the broker refused or a
 check failed; 2 usage, connection or login error.";
 
 /// Command-line client for FerryMQ's management HTTP API.
@@ -61,6 +61,9 @@ struct ConnArgs {
     /// Config file with url, user and password [default: ~/.config/ferryctl/config.toml if present].
     #[arg(long, global = true, env = "FERRYCTL_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
+    /// CA certificates (PEM) to trust for https:// URLs [default: the bundled web roots].
+    #[arg(long, global = true, env = "FERRYCTL_CACERT", value_name = "FILE")]
+    cacert: Option<std::path::PathBuf>,
     /// Print the raw JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -88,6 +91,13 @@ impl ConnArgs {
                 .or_else(|| file.get(key).cloned())
                 .unwrap_or_else(|| default.to_string())
         };
+        let cacert = self
+            .cacert
+            .clone()
+            .or_else(|| file.get("cacert").map(std::path::PathBuf::from));
+        if let Some(path) = cacert {
+            api::trust_ca_file(&path)?;
+        }
         Ok(Conn {
             url: pick(&self.url, "url", "http://localhost:15672"),
             user: pick(&self.user, "user", "guest"),
