@@ -29,6 +29,7 @@ def test_a_consumer_that_stops_reading_does_not_fill_broker_memory(broker):
     pub = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.amqp, connection_attempts=1))
     ch = pub.channel()
     ch.queue_declare(queue)
+    ch.confirm_delivery()  # every publish is in the queue when basic_publish returns
     # A raw client consumes without acks (the broker may send as fast as it likes) and
     # then never reads its socket again.
     slow = WireConnection("127.0.0.1", broker.amqp)
@@ -43,9 +44,11 @@ def test_a_consumer_that_stops_reading_does_not_fill_broker_memory(broker):
     time.sleep(1.0)
     q = broker.api("GET", f"/queues/%2F/{queue}").json()
     # Deliveries stop at the connection's outbound high-water mark (4 MiB) plus what the
-    # kernel buffers (about 100 messages here); the rest waits in the queue, where a
-    # durable queue would page it to disk, instead of piling up in a socket buffer.
-    assert q["messages_ready"] >= count - 150, q
+    # kernel buffers on both sides (autotuned, a few MiB); the rest, most of the 75 MiB,
+    # waits in the queue instead of piling up in the broker's buffers.
+    in_flight = count - q["messages_ready"]
+    assert in_flight <= 300, f"{in_flight} messages ({in_flight * size >> 20} MiB) left the queue for a client that reads nothing"
+
     # Nothing is stuck: other consumers still get the messages.
     got = 0
     for _ in range(5):
