@@ -310,15 +310,7 @@ async fn federate_then_decommission_only_once_drained() {
     let run = ctl(&["list", "links", "--url", &new.url()]).await;
     assert!(run.stdout.contains("mig.jobs"), "{}", run.stdout);
 
-    let check = [
-        "migrate",
-        "check-decommission",
-        "--from",
-        &old.url(),
-        "--to",
-        &new.url(),
-    ];
-    let run = ctl(&check).await;
+    let run = check_decommission(&old, &new).await;
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains("BLOCKED") && run.stdout.contains("3 messages still upstream"),
@@ -357,7 +349,7 @@ async fn federate_then_decommission_only_once_drained() {
         )
         .await
         .unwrap();
-    let run = ctl(&check).await;
+    let run = check_decommission(&old, &new).await;
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("legacy-app"), "{}", run.stdout);
     assert!(!run.stdout.contains("federation-link-"), "{}", run.stdout);
@@ -365,7 +357,7 @@ async fn federate_then_decommission_only_once_drained() {
 
     // The publish rate is sampled every 5 s, so the verdict turns OK once it decays.
     let run = eventually(30, "check-decommission to pass", || async {
-        let run = ctl(&check).await;
+        let run = check_decommission(&old, &new).await;
         (run.code == 0).then_some(run)
     })
     .await;
@@ -850,6 +842,20 @@ async fn consume(b: &Broker, queue: &str, prefetch: u16) -> (lapin::Connection, 
     (conn, consumer)
 }
 
+/// `ferryctl migrate check-decommission --from OLD --to NEW`.
+async fn check_decommission(old: &Broker, new: &Broker) -> Run {
+    let (from, to) = (old.url(), new.url());
+    ctl(&[
+        "migrate",
+        "check-decommission",
+        "--from",
+        &from,
+        "--to",
+        &to,
+    ])
+    .await
+}
+
 /// `ferryctl --config CFG args…`.
 async fn ctl_cfg(cfg: &str, args: &[&str]) -> Run {
     let mut all = vec!["--config", cfg];
@@ -941,15 +947,7 @@ async fn federate_verifies_links_and_status_follows_the_phases_to_drained() {
     })
     .await;
     assert!(row["upstream_inflow_rate"].as_f64().unwrap() > 0.0, "{row}");
-    let check = [
-        "migrate",
-        "check-decommission",
-        "--from",
-        &old.url(),
-        "--to",
-        &new.url(),
-    ];
-    let run = ctl(&check).await;
+    let run = check_decommission(&old, &new).await;
     assert_eq!(
         run.code, 1,
         "a producer still publishes upstream: {}",
@@ -982,7 +980,7 @@ async fn federate_verifies_links_and_status_follows_the_phases_to_drained() {
     })
     .await;
     let run = eventually(30, "check-decommission to pass", || async {
-        let run = ctl(&check).await;
+        let run = check_decommission(&old, &new).await;
         (run.code == 0).then_some(run)
     })
     .await;
