@@ -1,6 +1,6 @@
 // Connections and channels, with closing a connection.
 import { get, del, seg } from '../api.js';
-import { h, fill, panel, table, num, rate, detailRate, action, badge } from '../dom.js';
+import { h, fill, panel, table, num, rate, bytes, detailRate, action, badge } from '../dom.js';
 
 const scoped = (ctx, what) => (ctx.vhost ? `/api/vhosts/${seg(ctx.vhost)}/${what}` : `/api/${what}`);
 
@@ -19,8 +19,8 @@ export const connections = {
         { label: 'Protocol', value: (c) => [c.protocol, c.ssl ? ' TLS' : ''] },
         { label: 'Channels', value: (c) => num(c.channels), num: true },
         { label: 'State', value: (c) => badge(c.state || 'running', c.state === 'blocked' ? 'bad' : 'ok') },
-        { label: 'From client', value: (c) => rate(detailRate(c, 'recv_oct')) + ' B', num: true },
-        { label: 'To client', value: (c) => rate(detailRate(c, 'send_oct')) + ' B', num: true },
+        { label: 'From client', value: (c) => `${bytes(Math.round(detailRate(c, 'recv_oct')))}/s`, num: true },
+        { label: 'To client', value: (c) => `${bytes(Math.round(detailRate(c, 'send_oct')))}/s`, num: true },
         { label: '', value: (c) => action('Close', async () => {
           await del(`/api/connections/${seg(c.name)}`);
           return `Connection ${c.name} closed.`;
