@@ -27,6 +27,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib.sh
+source "$ROOT/bench/lib.sh"
 COMMAND="bench/compare.sh${*:+ $*}"
 REPEAT=3
 DURATION=10
@@ -320,26 +322,6 @@ REPORT=$(report)
 echo "$REPORT"
 
 if [ "$WRITE" = 1 ]; then
-  BENCH=$ROOT/BENCHMARKS.md
-  if [ ! -f "$BENCH" ]; then
-    cat >"$BENCH" <<'EOF'
-# Benchmarks
-
-FerryMQ against RabbitMQ 3.10 on the same machine, with `ferryperf` as the load generator.
-The section between the markers is rewritten by `bench/compare.sh --write`.
-
-<!-- compare:begin -->
-<!-- compare:end -->
-EOF
-  fi
-  if ! grep -q '<!-- compare:begin -->' "$BENCH"; then
-    printf '\n<!-- compare:begin -->\n<!-- compare:end -->\n' >>"$BENCH"
-  fi
-  printf '%s\n' "$REPORT" >"$WORK/report.md"
-  awk -v f="$WORK/report.md" '
-    /<!-- compare:begin -->/ { print; while ((getline l < f) > 0) print l; skip = 1; next }
-    /<!-- compare:end -->/ { skip = 0 }
-    !skip { print }' "$BENCH" >"$WORK/BENCHMARKS.md"
-  cat "$WORK/BENCHMARKS.md" >"$BENCH"
-  log "wrote $BENCH"
+  write_bench_section compare "Comparison" "$REPORT"
+  log "wrote $ROOT/BENCHMARKS.md"
 fi

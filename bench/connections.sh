@@ -11,6 +11,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib.sh
+source "$ROOT/bench/lib.sh"
 COMMAND="bench/connections.sh${*:+ $*}"
 COUNT=10000
 WRITE=0
@@ -83,18 +85,6 @@ EOF
 )
 echo "$TABLE"
 if [ "$WRITE" = 1 ]; then
-  python3 - "$ROOT/BENCHMARKS.md" "$TABLE" <<'PY'
-import sys
-path, table = sys.argv[1], sys.argv[2]
-text = open(path).read()
-begin, end = "<!-- connections:begin -->", "<!-- connections:end -->"
-block = f"{begin}\n{table}\n{end}"
-if begin in text:
-    head, rest = text.split(begin, 1)
-    text = head + block + rest.split(end, 1)[1]
-else:
-    text = text.replace("## Federation\n", f"{block}\n\n## Federation\n", 1)
-open(path, "w").write(text)
-PY
+  write_bench_section connections "Idle connections" "$TABLE"
   log "BENCHMARKS.md updated"
 fi

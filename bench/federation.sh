@@ -17,6 +17,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib.sh
+source "$ROOT/bench/lib.sh"
 COMMAND="bench/federation.sh${*:+ $*}"
 N=1000000
 RN=""
@@ -163,18 +165,6 @@ EOF
 )
 echo "$TABLE"
 if [ "$WRITE" = 1 ]; then
-  python3 - "$ROOT/BENCHMARKS.md" "$TABLE" <<'PY'
-import sys
-path, table = sys.argv[1], sys.argv[2]
-text = open(path).read()
-begin, end = "<!-- federation:begin -->", "<!-- federation:end -->"
-block = f"{begin}\n{table}\n{end}"
-if begin in text:
-    head, rest = text.split(begin, 1)
-    text = head + block + rest.split(end, 1)[1]
-else:
-    text = text.rstrip() + "\n\n## Federation\n\n" + block + "\n"
-open(path, "w").write(text)
-PY
+  write_bench_section federation "Federation" "$TABLE"
   log "BENCHMARKS.md updated"
 fi

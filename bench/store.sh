@@ -32,6 +32,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib.sh
+source "$ROOT/bench/lib.sh"
 COMMAND="bench/store.sh${*:+ $*}"
 DURATION=10
 MESSAGES=1000000
@@ -584,18 +586,6 @@ REPORT=$(report)
 echo "$REPORT"
 
 if [ "$WRITE" = 1 ]; then
-  BENCH=$ROOT/BENCHMARKS.md
-  if [ ! -f "$BENCH" ]; then
-    printf '# Benchmarks\n\nFerryMQ against RabbitMQ 3.10 on the same machine, with `ferryperf` as the load generator.\n' >"$BENCH"
-  fi
-  if ! grep -q '<!-- store:begin -->' "$BENCH" || ! grep -q '<!-- store:end -->' "$BENCH"; then
-    printf '\n## Durable store\n\nRewritten by `bench/store.sh --write`.\n\n<!-- store:begin -->\n<!-- store:end -->\n' >>"$BENCH"
-  fi
-  printf '%s\n' "$REPORT" >"$WORK/report.md"
-  awk -v f="$WORK/report.md" '
-    /<!-- store:begin -->/ { print; while ((getline l < f) > 0) print l; skip = 1; next }
-    /<!-- store:end -->/ { skip = 0 }
-    !skip { print }' "$BENCH" >"$WORK/BENCHMARKS.md"
-  cat "$WORK/BENCHMARKS.md" >"$BENCH"
-  log "wrote $BENCH"
+  write_bench_section store "Durable store" "$REPORT"
+  log "wrote $ROOT/BENCHMARKS.md"
 fi
