@@ -232,6 +232,15 @@ impl Queue {
         in_memory * (avg + 160) + paged * 8 + s.unacked as u64 * 160
     }
 
+    /// The newest `limit` identity digests this durable queue logged with federated
+    /// messages (empty for a transient queue), oldest first.
+    pub fn recent_identities(&self, limit: usize) -> std::io::Result<Vec<u64>> {
+        match &self.store {
+            Some(store) => store.recent_identities(limit),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// The newest `n` ready messages (read back from the store if paged out), for
     /// federation to learn which messages a link stored before a crash.
     pub fn newest_ready(&self, n: usize) -> Vec<Arc<Message>> {
@@ -269,6 +278,18 @@ impl Queue {
 
     /// Enqueues a published message and delivers what it can.
     pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Enqueued {
+        self.publish_identified(message, None)
+    }
+
+    /// [`Queue::publish`] for a message that arrived through a federation link: a
+    /// durable queue logs the identity digest with a persistent message (see
+    /// [`QueueStore::append_identified`]), so the link can drop the upstream's
+    /// redelivery of a message it already stored, even after a crash.
+    pub fn publish_identified(
+        self: &Arc<Self>,
+        message: Arc<Message>,
+        identity: Option<u64>,
+    ) -> Enqueued {
         if self.is_deleted() {
             return Enqueued::Accepted(0);
         }
@@ -294,7 +315,7 @@ impl Queue {
             return Enqueued::Refused;
         }
         let (loc, epoch) = match &self.store {
-            Some(store) => match store.append(&message) {
+            Some(store) => match store.append_identified(&message, identity) {
                 Ok((loc, epoch)) => (Some(loc), if message.is_persistent() { epoch } else { 0 }),
                 Err(e) => {
                     // The publisher must not get a confirm for a message we could not store.

@@ -14,7 +14,12 @@ use std::sync::Arc;
 
 const ACK: u8 = b'A';
 const DELIVERED: u8 = b'D';
+/// An ack-log entry carrying a federated message's identity digest instead of a location.
+const IDENTITY: u8 = b'I';
 const ACK_ENTRY: usize = 9;
+/// Identity entries kept by a compaction: enough for the largest window a
+/// federation link can need (four times the largest prefetch count).
+pub const IDENTITIES_KEPT: u64 = 1 << 18;
 
 struct Segment {
     file: Arc<File>,
@@ -39,6 +44,26 @@ struct Writer {
     garbage_entries: u64,
     /// Last durability epoch this store was registered for.
     registered_epoch: u64,
+    /// Segments with nothing live, deleted by the next round once their acks are
+    /// written: a consumed message must not vanish from the disk before the
+    /// identity-log entry written with it.
+    doomed: Vec<u32>,
+    /// The ack log is due a compaction (done by the next round).
+    compact_due: bool,
+    /// Identity entries in the ack log (file and buffer). A federated message's
+    /// identity goes into the ack log right after its record is encoded: it reaches
+    /// the disk in the same round as the record, after it, and before any ack of
+    /// the message. So a message that is on disk, or was consumed, always has its
+    /// identity on disk, and one file's fsync covers both.
+    identities: u64,
+    /// Identity entries a compaction keeps ([`IDENTITIES_KEPT`]; smaller in tests).
+    identities_kept: u64,
+    /// Segment bytes being written by a sync round outside the lock: (segment,
+    /// offset, bytes). `Segment::flushed` already counts them; reads take them
+    /// from here until the write is done.
+    in_flight: Option<(u32, u64, Arc<Vec<u8>>)>,
+    /// Ack-log bytes being written by a sync round: (offset, bytes).
+    acks_in_flight: Option<(u64, Arc<Vec<u8>>)>,
     destroyed: bool,
 }
 
@@ -158,31 +183,115 @@ fn replace_file(dir: &Path, name: &str, data: &[u8]) -> io::Result<File> {
 const COMPACT_AFTER: u64 = 100_000;
 
 impl StoreShared {
-    /// Writes buffered records and acks to their files; returns the files to fsync.
+    /// Writes what is buffered: the records first, then the ack log (identities
+    /// and acks in the order they were logged); then compacts the ack log if due
+    /// and deletes drained segments. Returns the files to fsync. The writes happen
+    /// outside the writer lock, so publishers and acks to this queue do not wait
+    /// for the page cache.
     pub(super) fn flush(&self) -> io::Result<Vec<Arc<File>>> {
-        let mut w = self.w.lock();
-        if w.destroyed {
-            return Ok(Vec::new());
-        }
+        let (records, acks) = {
+            let mut w = self.w.lock();
+            if w.destroyed {
+                return Ok(Vec::new());
+            }
+            let w = &mut *w;
+            let records = if w.buf.is_empty() {
+                None
+            } else {
+                let capacity = w.buf.capacity();
+                let data = Arc::new(std::mem::replace(&mut w.buf, Vec::with_capacity(capacity)));
+                let seg = w.segments.get_mut(&w.current).expect("current segment");
+                // Reserve the range: a roll() meanwhile writes after it.
+                let at = seg.flushed;
+                seg.flushed += data.len() as u64;
+                w.in_flight = Some((w.current, at, data.clone()));
+                Some((seg.file.clone(), at, data))
+            };
+            let acks = if w.acks_buf.is_empty() {
+                None
+            } else {
+                let data = Arc::new(std::mem::take(&mut w.acks_buf));
+                let at = w.acks_len;
+                w.acks_len += data.len() as u64;
+                w.acks_in_flight = Some((at, data.clone()));
+                Some((w.acks.clone(), at, data))
+            };
+            (records, acks)
+        };
+        // After a failed write nothing more is confirmed (the sync thread announces
+        // no epoch from then on), so the bytes need not be kept for a retry.
         let mut out = Vec::new();
-        let w = &mut *w;
-        // Write from the buffers and clear them only on success: after an I/O error
-        // nothing buffered is dropped (and the sync thread announces no epoch).
-        if !w.buf.is_empty() {
-            let seg = w.segments.get_mut(&w.current).expect("current segment");
-            seg.file.write_all_at(&w.buf, seg.flushed)?;
-            seg.flushed += w.buf.len() as u64;
-            out.push(seg.file.clone());
-            w.buf.clear();
+        if let Some((file, at, data)) = &records {
+            file.write_all_at(data, *at)?;
+            out.push(file.clone());
         }
-        if !w.acks_buf.is_empty() {
-            w.acks.write_all_at(&w.acks_buf, w.acks_len)?;
-            w.acks_len += w.acks_buf.len() as u64;
-            out.push(w.acks.clone());
-            w.acks_buf.clear();
+        if let Some((file, at, data)) = &acks {
+            file.write_all_at(data, *at)?;
+            out.push(file.clone());
+        }
+        let mut w = self.w.lock();
+        let w = &mut *w;
+        if records.is_some() {
+            w.in_flight = None;
+        }
+        if acks.is_some() {
+            w.acks_in_flight = None;
+        }
+        if w.compact_due && !w.destroyed {
+            w.compact_due = false;
+            if let Err(e) = compact(&self.dir, w) {
+                tracing::warn!("compacting {}/acks.log: {e}", self.dir.display());
+            }
+        }
+        for id in w.doomed.drain(..) {
+            let _ = fs::remove_file(seg_path(&self.dir, id));
         }
         Ok(out)
     }
+}
+
+/// The bytes from `loc` on, if `loc` is in the range a sync round is writing.
+fn in_flight_at(in_flight: &Option<(u32, u64, Arc<Vec<u8>>)>, loc: Loc) -> Option<&[u8]> {
+    let (segment, at, data) = in_flight.as_ref()?;
+    let start = loc.offset as u64;
+    if loc.segment != *segment || start < *at || start >= at + data.len() as u64 {
+        return None;
+    }
+    data.get((start - at) as usize..)
+}
+
+/// Rewrites the ack log keeping only entries for live segments (and the newest
+/// identities).
+fn compact(dir: &Path, w: &mut Writer) -> io::Result<()> {
+    if !w.acks_buf.is_empty() {
+        let buf = std::mem::take(&mut w.acks_buf);
+        w.acks.write_all_at(&buf, w.acks_len)?;
+        w.acks_len += buf.len() as u64;
+    }
+    let mut old = vec![0u8; w.acks_len as usize];
+    w.acks.read_exact_at(&mut old, 0)?;
+    let mut kept = Vec::new();
+    let mut skip_ids = w.identities.saturating_sub(w.identities_kept);
+    for e in old.chunks_exact(ACK_ENTRY) {
+        if e[0] == IDENTITY {
+            if skip_ids > 0 {
+                skip_ids -= 1;
+            } else {
+                kept.extend_from_slice(e);
+            }
+            continue;
+        }
+        let segment = u32::from_be_bytes(e[1..5].try_into().expect("4"));
+        if w.segments.contains_key(&segment) {
+            kept.extend_from_slice(e);
+        }
+    }
+    let file = replace_file(dir, "acks.log", &kept)?;
+    w.acks = Arc::new(file);
+    w.acks_len = kept.len() as u64;
+    w.garbage_entries = 0;
+    w.identities = w.identities.min(w.identities_kept);
+    Ok(())
 }
 
 impl QueueStore {
@@ -222,7 +331,15 @@ impl QueueStore {
         let existing: HashSet<u32> = seg_ids.iter().copied().collect();
         let mut acked = HashSet::new();
         let mut delivered = HashSet::new();
+        let mut identities = std::collections::VecDeque::new();
         for e in acks_data[..whole].chunks_exact(ACK_ENTRY) {
+            if e[0] == IDENTITY {
+                identities.push_back(&e[1..]);
+                if identities.len() as u64 > IDENTITIES_KEPT {
+                    identities.pop_front();
+                }
+                continue;
+            }
             let loc = Loc {
                 segment: u32::from_be_bytes(e[1..5].try_into().expect("4")),
                 offset: u32::from_be_bytes(e[5..9].try_into().expect("4")),
@@ -240,6 +357,10 @@ impl QueueStore {
                 _ => {}
             }
         }
+        let identities: Vec<u8> = identities
+            .into_iter()
+            .flat_map(|d| std::iter::once(IDENTITY).chain(d.iter().copied()))
+            .collect();
         drop(acks_data);
         let mut segments = BTreeMap::new();
         let mut messages = Recovered::default();
@@ -322,6 +443,8 @@ impl QueueStore {
                 *per_segment.entry(loc.segment).or_default() += 1;
             }
         }
+        let identity_count = (identities.len() / ACK_ENTRY) as u64;
+        entries.extend_from_slice(&identities);
         let acks_file = replace_file(&dir, "acks.log", &entries)?;
         let shared = Arc::new(StoreShared {
             dir,
@@ -336,6 +459,12 @@ impl QueueStore {
                 entries_per_segment: per_segment,
                 garbage_entries: 0,
                 registered_epoch: 0,
+                doomed: Vec::new(),
+                compact_due: false,
+                identities: identity_count,
+                identities_kept: IDENTITIES_KEPT,
+                in_flight: None,
+                acks_in_flight: None,
                 destroyed: false,
             }),
         });
@@ -353,6 +482,12 @@ impl QueueStore {
 
     /// Appends a message; returns its location and the epoch after which it is on disk.
     pub fn append(&self, m: &Message) -> io::Result<(Loc, u64)> {
+        self.append_identified(m, None)
+    }
+
+    /// [`QueueStore::append`] that also logs the message's identity digest (for
+    /// persistent messages), durable in the same round as the message.
+    pub fn append_identified(&self, m: &Message, identity: Option<u64>) -> io::Result<(Loc, u64)> {
         let mut w = self.shared.w.lock();
         if w.destroyed {
             return Err(io::Error::new(io::ErrorKind::NotFound, "queue deleted"));
@@ -366,6 +501,14 @@ impl QueueStore {
             offset: w.current_len as u32,
         };
         record::encode(&mut w.buf, m);
+        if let Some(d) = identity.filter(|_| m.is_persistent()) {
+            w.acks_buf.push(IDENTITY);
+            w.acks_buf.extend_from_slice(&d.to_le_bytes());
+            w.identities += 1;
+            if w.identities > 2 * w.identities_kept {
+                w.compact_due = true;
+            }
+        }
         w.current_len += len;
         let cur = w.current;
         w.segments.get_mut(&cur).expect("current segment").live += 1;
@@ -402,7 +545,7 @@ impl QueueStore {
         w.current_len = 0;
         if w.segments.get(&cur).is_some_and(|s| s.live == 0) {
             w.segments.remove(&cur);
-            let _ = fs::remove_file(seg_path(&self.shared.dir, cur));
+            w.doomed.push(cur);
             let dead = w.entries_per_segment.remove(&cur).unwrap_or(0);
             w.garbage_entries += dead;
             self.maybe_compact(w);
@@ -430,7 +573,7 @@ impl QueueStore {
             };
             if gone {
                 w.segments.remove(&loc.segment);
-                let _ = fs::remove_file(seg_path(&self.shared.dir, loc.segment));
+                w.doomed.push(loc.segment);
                 let dead = w.entries_per_segment.remove(&loc.segment).unwrap_or(0);
                 w.garbage_entries += dead;
                 self.maybe_compact(&mut w);
@@ -443,33 +586,33 @@ impl QueueStore {
     fn maybe_compact(&self, w: &mut Writer) {
         let live: u64 = w.entries_per_segment.values().sum();
         if w.garbage_entries >= COMPACT_AFTER && w.garbage_entries > live {
-            if let Err(e) = self.compact(w) {
-                tracing::warn!("compacting {}/acks.log: {e}", self.shared.dir.display());
-            }
+            w.compact_due = true;
         }
     }
 
-    /// Rewrites the ack log keeping only entries for live segments.
-    fn compact(&self, w: &mut Writer) -> io::Result<()> {
-        if !w.acks_buf.is_empty() {
-            let buf = std::mem::take(&mut w.acks_buf);
-            w.acks.write_all_at(&buf, w.acks_len)?;
-            w.acks_len += buf.len() as u64;
+    /// The newest `limit` identity digests logged by [`QueueStore::append_identified`]
+    /// (on disk or buffered), oldest first.
+    pub fn recent_identities(&self, limit: usize) -> io::Result<Vec<u64>> {
+        let (file, written, in_flight, buffered) = {
+            let w = self.shared.w.lock();
+            let in_flight = w.acks_in_flight.clone();
+            let written = in_flight.as_ref().map_or(w.acks_len, |(at, _)| *at);
+            (w.acks.clone(), written, in_flight, w.acks_buf.clone())
+        };
+        let mut log = vec![0u8; written as usize];
+        file.read_exact_at(&mut log, 0)?;
+        if let Some((_, bytes)) = in_flight {
+            log.extend_from_slice(&bytes);
         }
-        let mut old = vec![0u8; w.acks_len as usize];
-        w.acks.read_exact_at(&mut old, 0)?;
-        let mut kept = Vec::new();
-        for e in old.chunks_exact(ACK_ENTRY) {
-            let segment = u32::from_be_bytes(e[1..5].try_into().expect("4"));
-            if w.segments.contains_key(&segment) {
-                kept.extend_from_slice(e);
-            }
-        }
-        let file = replace_file(&self.shared.dir, "acks.log", &kept)?;
-        w.acks = Arc::new(file);
-        w.acks_len = kept.len() as u64;
-        w.garbage_entries = 0;
-        Ok(())
+        log.extend_from_slice(&buffered);
+        let mut out: Vec<u64> = log
+            .chunks_exact(ACK_ENTRY)
+            .filter(|e| e[0] == IDENTITY)
+            .map(|e| u64::from_le_bytes(e[1..].try_into().expect("8 bytes")))
+            .collect();
+        let extra = out.len().saturating_sub(limit);
+        out.drain(..extra);
+        Ok(out)
     }
 
     /// Records that a stored message left the queue (acked, expired, purged…).
@@ -495,6 +638,8 @@ impl QueueStore {
         let start = loc.offset as u64;
         let data = if loc.segment == w.current && start >= seg.flushed {
             w.buf[(start - seg.flushed) as usize..].to_vec()
+        } else if let Some(bytes) = in_flight_at(&w.in_flight, loc) {
+            bytes.to_vec()
         } else {
             let mut head = [0u8; record::HEADER];
             seg.file.read_exact_at(&mut head, start)?;
@@ -514,7 +659,7 @@ impl QueueStore {
     pub fn read_batch(&self, locs: &[Loc]) -> Vec<io::Result<Message>> {
         const BLOCK: u64 = 1 << 20;
         // Snapshot what is needed under the lock; read files outside it.
-        let (files, current, unflushed_from, unflushed) = {
+        let (files, current, unflushed_from, unflushed, in_flight) = {
             let w = self.shared.w.lock();
             let files: BTreeMap<u32, (Arc<File>, u64)> = w
                 .segments
@@ -532,6 +677,7 @@ impl QueueStore {
                 cur,
                 flushed,
                 if needs_buf { w.buf.clone() } else { Vec::new() },
+                w.in_flight.clone(),
             )
         };
         let mut block: Option<(u32, u64, Vec<u8>)> = None;
@@ -542,6 +688,12 @@ impl QueueStore {
                 if loc.segment == current && start >= unflushed_from {
                     let at = (start - unflushed_from) as usize;
                     return match record::decode(unflushed.get(at..).unwrap_or(&[])) {
+                        Read::Record(m) => Ok(*m),
+                        _ => Err(bad("corrupt buffered record")),
+                    };
+                }
+                if let Some(bytes) = in_flight_at(&in_flight, loc) {
+                    return match record::decode(bytes) {
                         Read::Record(m) => Ok(*m),
                         _ => Err(bad("corrupt buffered record")),
                     };
@@ -668,6 +820,74 @@ mod tests {
         let (_s, rec, _) = QueueStore::open(dir.clone(), d).unwrap();
         assert!(rec.is_empty(), "everything was acked");
         assert!(last.is_some());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn identities_are_logged_with_their_messages_and_outlive_them() {
+        let dir = tmp("identities");
+        let d = Durability::new();
+        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        let (a, _) = s.append_identified(&msg("a", true), Some(11)).unwrap();
+        s.append_identified(&msg("t", false), Some(12)).unwrap();
+        let (b, _) = s.append_identified(&msg("b", true), Some(13)).unwrap();
+        assert_eq!(s.recent_identities(10).unwrap(), vec![11, 13], "buffered");
+        // Consumed in the same round it was stored: the ack follows the identity.
+        s.ack(a);
+        d.sync_now();
+        s.ack(b);
+        d.sync_now();
+        assert_eq!(s.recent_identities(1).unwrap(), vec![13]);
+        drop(s);
+        let (s, rec, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        assert!(rec.is_empty(), "both consumed");
+        assert_eq!(s.recent_identities(10).unwrap(), vec![11, 13]);
+        drop(s);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn identity_entries_are_bounded_by_compaction() {
+        let dir = tmp("identities-bounded");
+        let d = Durability::new();
+        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        s.shared.w.lock().identities_kept = 5;
+        for i in 0..40u64 {
+            let (loc, _) = s.append_identified(&msg("m", true), Some(i)).unwrap();
+            s.ack(loc);
+            d.sync_now();
+        }
+        // 40 acks (their segment is still the current one) and at most 11 identities,
+        // not all 40.
+        let size = fs::metadata(dir.join("acks.log")).unwrap().len();
+        assert!(size <= 51 * ACK_ENTRY as u64, "compacted: {size} bytes");
+        let ids = s.recent_identities(100).unwrap();
+        assert!(ids.len() >= 5 && ids.len() <= 11, "{ids:?}");
+        assert_eq!(ids.last(), Some(&39));
+        assert!(
+            ids.windows(2).all(|w| w[0] + 1 == w[1]),
+            "newest, in order: {ids:?}"
+        );
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn drained_segments_are_deleted_by_the_round_after_their_acks() {
+        let dir = tmp("doomed");
+        let d = Durability::new();
+        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        let big = "x".repeat(SEGMENT_SIZE as usize / 2 + 1);
+        let (first, _) = s.append(&msg(&big, true)).unwrap();
+        s.append(&msg(&big, true)).unwrap();
+        d.sync_now();
+        assert!(seg_path(&dir, first.segment).exists());
+        s.ack(first);
+        assert!(
+            seg_path(&dir, first.segment).exists(),
+            "kept until the ack is written"
+        );
+        d.sync_now();
+        assert!(!seg_path(&dir, first.segment).exists());
         let _ = fs::remove_dir_all(dir);
     }
 
