@@ -24,7 +24,6 @@ use serde_json::Value;
 use status::LinkStatus;
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use tokio::sync::{watch, Notify};
@@ -44,7 +43,7 @@ struct Running {
     /// The link's settings as JSON, to notice changes that need a hot swap.
     fingerprint: String,
     queue: Arc<Queue>,
-    /// The link's task; a replacement waits for it (they share the duplicate window file).
+    /// The link's task; a replacement waits for it (they share the queue's identity log).
     task: tokio::task::JoinHandle<()>,
     /// Set if the task ended on its own (a panic): the next reconcile starts a new one.
     ended: Arc<std::sync::atomic::AtomicBool>,
@@ -55,7 +54,6 @@ pub struct Federation {
     broker: Weak<Broker>,
     cluster_name: String,
     node_name: String,
-    data_dir: Option<PathBuf>,
     synced: watch::Receiver<u64>,
     links: Mutex<HashMap<LinkKey, Running>>,
     wake: Arc<Notify>,
@@ -94,7 +92,6 @@ impl Federation {
         broker: &Arc<Broker>,
         cluster_name: String,
         node_name: String,
-        data_dir: Option<PathBuf>,
         synced: watch::Receiver<u64>,
     ) -> Arc<Self> {
         register_validators(broker);
@@ -102,7 +99,6 @@ impl Federation {
             broker: Arc::downgrade(broker),
             cluster_name,
             node_name,
-            data_dir,
             synced,
             links: Mutex::new(HashMap::new()),
             wake: Arc::new(Notify::new()),
@@ -245,10 +241,6 @@ impl Federation {
                 upstream: up,
                 upstream_queue,
                 cluster_name: self.cluster_name.clone(),
-                dedup_path: self
-                    .data_dir
-                    .as_ref()
-                    .map(|d| d.join("federation").join(format!("{id}.dedup"))),
             };
             tracing::info!(
                 "federation link {id} ({}/{} ← {}) starting",

@@ -23,7 +23,6 @@ use ferrymq_client::{
     FRAME_METHOD,
 };
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,8 +70,6 @@ pub struct LinkConfig {
     pub upstream_queue: String,
     /// This broker's cluster name (loop detection).
     pub cluster_name: String,
-    /// Where the duplicate window is persisted (`None`: memory only).
-    pub dedup_path: Option<PathBuf>,
 }
 
 /// Why a session ended.
@@ -89,30 +86,25 @@ pub async fn run(
     mut control: watch::Receiver<Control>,
     synced: watch::Receiver<u64>,
 ) {
-    // Twice the largest possible number of unacknowledged deliveries, and at least 100k.
+    // Four times the largest possible number of unacknowledged deliveries, and at least 100k.
     let capacity = (cfg.upstream.prefetch_count as usize * 4).max(100_000);
-    let mut dedup = match &cfg.dedup_path {
-        Some(p) => DedupWindow::open(p.clone(), capacity).unwrap_or_else(|e| {
-            tracing::error!(
-                "federation link {}: duplicate window {} unusable ({e}); keeping it in memory",
-                status.id,
-                p.display()
-            );
-            DedupWindow::in_memory(capacity)
-        }),
-        None => DedupWindow::in_memory(capacity),
-    };
+    let mut dedup = DedupWindow::new(capacity);
+    match cfg.queue.recent_identities(capacity) {
+        Ok(ids) => ids.into_iter().for_each(|d| dedup.insert_digest(d)),
+        Err(e) => tracing::error!(
+            "federation link {}: reading the queue's identity log: {e}",
+            status.id
+        ),
+    }
     seed_from_queue(&cfg, &mut dedup);
     let base_delay = Duration::from_secs_f64(cfg.upstream.reconnect_delay);
     let mut delay = base_delay;
     let mut uri_index = 0usize;
     let mut seen_restart = control.borrow().restart;
-    let mut generation = 0;
     loop {
         if control.borrow().stop {
             break;
         }
-        generation += 1;
         status.set(State::Starting, None);
         let uri = &cfg.upstream.uris[uri_index % cfg.upstream.uris.len()];
         let name = format!(
@@ -127,10 +119,9 @@ pub async fn run(
         let failure = match opened {
             Ok(Ok(conn)) => {
                 status.established(uri.redacted());
-                let (end, consumed) =
-                    Session::new(&cfg, &status, uri, &mut dedup, synced.clone(), generation)
-                        .run(conn, &mut control)
-                        .await;
+                let (end, consumed) = Session::new(&cfg, &status, uri, &mut dedup, synced.clone())
+                    .run(conn, &mut control)
+                    .await;
                 // Back off only while connections fail; a link that worked retries promptly.
                 if consumed {
                     // At least 100 ms even with reconnect-delay 0: a message that fails
@@ -176,7 +167,6 @@ pub async fn run(
         seen_restart = control.borrow().restart;
         delay = (delay * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
     }
-    dedup.record(None);
     status.set(State::Stopped, None);
 }
 
@@ -211,10 +201,6 @@ struct Session<'a> {
     pending: VecDeque<(u64, u64, Option<u64>)>,
     /// The channel is set up (the upstream queue exists).
     setup_done: bool,
-    /// Which session of the link this is: acks recorded for an earlier one are void.
-    generation: u64,
-    /// Acks waiting for the duplicate window's recorder.
-    acks_in_flight: usize,
 }
 
 impl<'a> Session<'a> {
@@ -224,7 +210,6 @@ impl<'a> Session<'a> {
         uri: &'a AmqpUri,
         dedup: &'a mut DedupWindow,
         synced: watch::Receiver<u64>,
-        generation: u64,
     ) -> Self {
         Session {
             cfg,
@@ -241,8 +226,6 @@ impl<'a> Session<'a> {
             incoming: None,
             pending: VecDeque::new(),
             setup_done: false,
-            generation,
-            acks_in_flight: 0,
         }
     }
 
@@ -282,7 +265,6 @@ impl<'a> Session<'a> {
                 self.dedup.insert_digest(d);
             }
         }
-        self.dedup.record(None);
     }
 
     async fn serve(&mut self, mut conn: Connection, control: &mut watch::Receiver<Control>) -> End {
@@ -342,10 +324,9 @@ impl<'a> Session<'a> {
                     }
                 }
                 _ = self.synced.changed(), if waiting_sync => {}
-                ack = self.dedup.acks().recv() => self.ack_recorded(ack, &mut writer),
                 _ = tick.tick() => {}
             }
-            self.settle();
+            self.settle(&mut writer);
             self.follow_demand(&mut writer);
             if last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY) && !self.probing {
                 if writer
@@ -603,6 +584,9 @@ impl<'a> Session<'a> {
         if queue.is_deleted() {
             return Err("the local queue was deleted".into());
         }
+        // The queue logs the identity with the message (durable in the same round):
+        // the redelivery of a message stored or consumed before a crash is dropped.
+        let logged = digest.filter(|_| ack_mode != AckMode::NoAck);
         let message = Message::from_wire(
             inc.exchange,
             inc.routing_key,
@@ -611,7 +595,7 @@ impl<'a> Session<'a> {
             Instant::now(),
         )
         .ok_or("the upstream sent malformed message properties")?;
-        match queue.publish(Arc::new(message)) {
+        match queue.publish_identified(Arc::new(message), logged) {
             Enqueued::Accepted(_) if queue.is_deleted() => {
                 Err("the local queue was deleted".into())
             }
@@ -691,9 +675,9 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Acknowledges upstream every stored message whose durability epoch is synced,
-    /// in delivery order, after recording their identities durably.
-    fn settle(&mut self) {
+    /// Acknowledges upstream every stored message whose durability epoch is synced
+    /// (with it, its identity in the queue's identity log), in delivery order.
+    fn settle(&mut self, writer: &mut FrameWriter) {
         let synced = *self.synced.borrow();
         let mut last = None;
         while let Some(&(tag, epoch, _)) = self.pending.front() {
@@ -707,19 +691,7 @@ impl<'a> Session<'a> {
             last = Some(tag);
         }
         if let Some(tag) = last {
-            // The ack goes out when the recorder says the identities are on disk.
-            self.dedup.record(Some((self.generation, tag)));
-            self.acks_in_flight += 1;
-        }
-    }
-
-    /// Sends an ack the recorder released (if it belongs to this session).
-    fn ack_recorded(&mut self, ack: Option<dedup::Ack>, writer: &mut FrameWriter) {
-        if let Some((generation, tag)) = ack {
-            if generation == self.generation {
-                writer.push_ack(CH, tag, true);
-                self.acks_in_flight = self.acks_in_flight.saturating_sub(1);
-            }
+            writer.push_ack(CH, tag, true);
         }
     }
 
@@ -729,9 +701,7 @@ impl<'a> Session<'a> {
             self.cancel(writer);
         }
         let deadline = Instant::now() + DRAIN_TIMEOUT;
-        while (self.cancelling || !self.pending.is_empty() || self.acks_in_flight > 0)
-            && Instant::now() < deadline
-        {
+        while (self.cancelling || !self.pending.is_empty()) && Instant::now() < deadline {
             if writer.flush().await.is_err() {
                 return;
             }
@@ -748,10 +718,9 @@ impl<'a> Session<'a> {
                     }
                 }
                 _ = self.synced.changed(), if waiting_sync => {}
-                ack = self.dedup.acks().recv() => self.ack_recorded(ack, writer),
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
-            self.settle();
+            self.settle(writer);
         }
         let _ = writer.flush().await;
         let _ = ferrymq_client::close_parts(reader, writer).await;
@@ -780,9 +749,6 @@ fn seed_from_queue(cfg: &LinkConfig, dedup: &mut DedupWindow) {
         "federation link on {}: {found} stored identities found among the newest messages",
         cfg.queue.name
     );
-    if found > 0 {
-        dedup.record(None);
-    }
 }
 
 /// The heartbeat a link asks for: the URI's `heartbeat` parameter, else 60 s.

@@ -221,7 +221,6 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
         &broker,
         cluster_name,
         format!("ferrymq@{host}"),
-        Some(cfg.data_dir.clone()),
         shared.synced.clone(),
     );
     // TTL expiry and x-expires run on a coarse tick; precise enough for both.

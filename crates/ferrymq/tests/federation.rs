@@ -750,6 +750,19 @@ async fn federate_over_http(http_port: u16, queue: &str, upstream: Value) {
     put("/api/policies/%2F/f".into(), policy).await;
 }
 
+/// The federation links of a broker started with [`spawn_with`].
+async fn links_over_http(http_port: u16) -> Value {
+    let (_, links) = http(
+        http_port,
+        "GET",
+        "/api/federation-links",
+        None,
+        Some(("guest", "guest")),
+    )
+    .await;
+    links
+}
+
 #[tokio::test]
 async fn downstream_sigkill_mid_transfer_loses_nothing_and_duplicates_nothing() {
     let a = start().await;
@@ -801,19 +814,127 @@ async fn downstream_sigkill_mid_transfer_loses_nothing_and_duplicates_nothing() 
         ch.close(200, "done".into()).await.unwrap();
         let ch = conn.create_channel().await.unwrap();
         let got = get_all(&ch, "kill").await;
-        let (_, links) = http(
-            http_port,
-            "GET",
-            "/api/federation-links",
-            None,
-            Some(("guest", "guest")),
-        )
-        .await;
+        let links = links_over_http(http_port).await;
         eprintln!("after {kills} kills: {links}");
         assert_exactly_once(&got, N);
         b.term();
         break;
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TCP proxy to `target` that, while `swallow` is set, drops the `basic.ack`
+/// frames the client sends (everything else passes): acks lost in flight.
+async fn ack_swallowing_proxy(target: u16, swallow: Arc<AtomicBool>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (inbound, _) = listener.accept().await.unwrap();
+            let swallow = swallow.clone();
+            tokio::spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                else {
+                    return;
+                };
+                let (mut client_r, mut client_w) = inbound.into_split();
+                let (mut server_r, mut server_w) = outbound.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_r, &mut client_w).await;
+                });
+                // Client to server, frame by frame after the 8-byte protocol header.
+                let mut header = [0u8; 8];
+                if client_r.read_exact(&mut header).await.is_err()
+                    || server_w.write_all(&header).await.is_err()
+                {
+                    return;
+                }
+                loop {
+                    let mut head = [0u8; 7];
+                    if client_r.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    let size = u32::from_be_bytes(head[3..7].try_into().unwrap()) as usize;
+                    let mut rest = vec![0u8; size + 1];
+                    if client_r.read_exact(&mut rest).await.is_err() {
+                        return;
+                    }
+                    let is_ack = head[0] == 1 && rest.len() >= 4 && rest[..4] == [0, 60, 0, 80];
+                    if is_ack && swallow.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    if server_w.write_all(&head).await.is_err()
+                        || server_w.write_all(&rest).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The downstream stores and its consumer consumes every message, but the link's
+/// acks never reach the upstream; then the downstream is killed. The upstream
+/// redelivers everything to the restarted downstream, which must recognise all of
+/// it (the messages are gone from its queue; only their logged identities remain).
+#[tokio::test]
+async fn consumed_messages_whose_upstream_acks_were_lost_are_not_stored_again() {
+    let a = start().await;
+    let (_ca, cha) = a.channel().await;
+    declare_durable(&cha, "lost-acks").await.unwrap();
+    const N: usize = 300;
+    publish_confirmed(&cha, "lost-acks", (0..N).map(|i| format!("m{i}"))).await;
+    let swallow = Arc::new(AtomicBool::new(true));
+    let proxy = ack_swallowing_proxy(a.port, swallow.clone()).await;
+    let dir = std::env::temp_dir().join(format!("ferrymq-fed-lost-acks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (port, http_port) = (free_port(), free_port());
+    let b = spawn_with(&dir, port, http_port);
+    let upstream = json!({"uri": format!("amqp://guest:guest@127.0.0.1:{proxy}"),
+        "prefetch-count": 1000, "reconnect-delay": 0.05});
+    federate_over_http(http_port, "lost-acks", upstream).await;
+    let conn = lapin::Connection::connect(&b.uri(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let got = consume_n(&ch, "lost-acks", N, 100).await;
+    assert_exactly_once(&got, N);
+    // The consumer's acks reach the disk with the next sync round.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(depth(&a, "lost-acks").await, N as u64, "no ack got through");
+    b.kill9();
+    drop(conn);
+    swallow.store(false, Ordering::Relaxed);
+    let b = spawn_with(&dir, port, http_port);
+    // A consumer makes demand, so the restarted link pulls the redeliveries.
+    let conn = lapin::Connection::connect(&b.uri(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            "lost-acks".into(),
+            "after".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    eventually(30, "upstream drained by the restarted link", || async {
+        (depth(&a, "lost-acks").await == 0).then_some(())
+    })
+    .await;
+    let links = links_over_http(http_port).await;
+    assert_eq!(links[0]["duplicates_dropped"], N as u64, "{links}");
+    let stored_again = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await;
+    assert!(stored_again.is_err(), "a redelivery was stored again");
+    b.term();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
