@@ -208,7 +208,7 @@ impl DeliverySink for ChannelSink {
         let tag = l.next_tag;
         l.next_tag += 1;
         if consumer.stamp_identity {
-            let id = ferrymq_broker::consumer::identity(queue.incarnation, message.seq);
+            let id = ferrymq_broker::consumer::Identity::new(queue.incarnation, message.seq);
             self.outbound.write(|b| {
                 wire::deliver_with_header(
                     b,
@@ -218,7 +218,7 @@ impl DeliverySink for ChannelSink {
                     message.redelivered,
                     &message.message,
                     self.frame_max,
-                    (ferrymq_broker::consumer::IDENTITY_HEADER, &id),
+                    (ferrymq_broker::consumer::IDENTITY_HEADER, id.as_str()),
                 )
             });
         } else {

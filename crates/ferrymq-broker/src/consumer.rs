@@ -48,9 +48,47 @@ pub struct Consumer {
 /// Header that carries a message identity to consumers that asked for it.
 pub const IDENTITY_HEADER: &str = "x-ferrymq-id";
 
-/// A message's identity: the queue's incarnation and the message's sequence number.
-pub fn identity(incarnation: u64, seq: u64) -> String {
-    format!("{incarnation:016x}-{seq}")
+/// A message's identity: the queue's incarnation (16 hex digits), `-`, and the
+/// message's sequence number in decimal. Formatted on the stack: it is stamped on
+/// every delivery to a federation link.
+pub struct Identity {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl Identity {
+    /// The identity of message `seq` of the queue incarnation `incarnation`.
+    pub fn new(incarnation: u64, seq: u64) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 40];
+        for (i, b) in buf[..16].iter_mut().enumerate() {
+            *b = HEX[((incarnation >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        buf[16] = b'-';
+        let mut digits = [0u8; 20];
+        let mut n = seq;
+        let mut count = 0;
+        loop {
+            digits[count] = b'0' + (n % 10) as u8;
+            count += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for i in 0..count {
+            buf[17 + i] = digits[count - 1 - i];
+        }
+        Identity {
+            buf,
+            len: 17 + count,
+        }
+    }
+
+    /// The identity as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).expect("ASCII digits")
+    }
 }
 
 impl Consumer {
@@ -73,5 +111,25 @@ impl Consumer {
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Consumer({})", self.tag)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Identity;
+
+    #[test]
+    fn identity_text_matches_the_formatted_form() {
+        for (inc, seq) in [
+            (0u64, 0u64),
+            (0xdead_beef, 7),
+            (u64::MAX, u64::MAX),
+            (1, 1_000_000),
+        ] {
+            assert_eq!(
+                Identity::new(inc, seq).as_str(),
+                format!("{inc:016x}-{seq}")
+            );
+        }
     }
 }
