@@ -229,21 +229,26 @@ impl StoreShared {
             file.write_all_at(data, *at)?;
             out.push(file.clone());
         }
-        let mut w = self.w.lock();
-        let w = &mut *w;
-        if records.is_some() {
-            w.in_flight = None;
-        }
-        if acks.is_some() {
-            w.acks_in_flight = None;
-        }
-        if w.compact_due && !w.destroyed {
-            w.compact_due = false;
-            if let Err(e) = compact(&self.dir, w) {
-                tracing::warn!("compacting {}/acks.log: {e}", self.dir.display());
+        let doomed = {
+            let mut w = self.w.lock();
+            let w = &mut *w;
+            if records.is_some() {
+                w.in_flight = None;
             }
-        }
-        for id in w.doomed.drain(..) {
+            if acks.is_some() {
+                w.acks_in_flight = None;
+            }
+            if w.compact_due && !w.destroyed {
+                w.compact_due = false;
+                if let Err(e) = compact(&self.dir, w) {
+                    tracing::warn!("compacting {}/acks.log: {e}", self.dir.display());
+                }
+            }
+            std::mem::take(&mut w.doomed)
+        };
+        // Unlinking a drained 8 MiB segment takes milliseconds (the page cache is
+        // dropped with it): outside the lock, acks and deliveries do not wait.
+        for id in doomed {
             let _ = fs::remove_file(seg_path(&self.dir, id));
         }
         Ok(out)
@@ -661,11 +666,17 @@ impl QueueStore {
         // Snapshot what is needed under the lock; read files outside it.
         let (files, current, unflushed_from, unflushed, in_flight) = {
             let w = self.shared.w.lock();
+            // How far each segment's file can be read: a range a round is still
+            // writing (counted in `flushed` already) is read from `in_flight` instead.
+            let readable = |id: u32, s: &Segment| match &w.in_flight {
+                Some((seg, at, _)) if *seg == id => (*at).min(s.flushed),
+                _ => s.flushed,
+            };
             let files: BTreeMap<u32, (Arc<File>, u64)> = w
                 .segments
                 .iter()
                 .filter(|(id, _)| locs.iter().any(|l| l.segment == **id))
-                .map(|(id, s)| (*id, (s.file.clone(), s.flushed)))
+                .map(|(id, s)| (*id, (s.file.clone(), readable(*id, s))))
                 .collect();
             let cur = w.current;
             let flushed = w.segments.get(&cur).map_or(0, |s| s.flushed);
@@ -888,6 +899,48 @@ mod tests {
         );
         d.sync_now();
         assert!(!seg_path(&dir, first.segment).exists());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn reads_during_a_round_write_see_every_record() {
+        let dir = tmp("in-flight");
+        let d = Durability::new();
+        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        let mut locs = Vec::new();
+        for i in 0..5 {
+            locs.push(s.append(&msg(&format!("old{i}"), true)).unwrap().0);
+        }
+        d.sync_now();
+        for i in 0..5 {
+            locs.push(s.append(&msg(&format!("new{i}"), true)).unwrap().0);
+        }
+        // What a round does before its write: reserve the range, park the bytes.
+        let (file, at, data) = {
+            let mut w = s.shared.w.lock();
+            let w = &mut *w;
+            let data = Arc::new(std::mem::take(&mut w.buf));
+            let seg = w.segments.get_mut(&w.current).unwrap();
+            let at = seg.flushed;
+            seg.flushed += data.len() as u64;
+            w.in_flight = Some((w.current, at, data.clone()));
+            (seg.file.clone(), at, data)
+        };
+        let bodies = |s: &QueueStore| -> Vec<String> {
+            s.read_batch(&locs)
+                .into_iter()
+                .map(|m| String::from_utf8(m.unwrap().body.to_vec()).unwrap())
+                .collect()
+        };
+        let expected: Vec<String> = (0..5)
+            .map(|i| format!("old{i}"))
+            .chain((0..5).map(|i| format!("new{i}")))
+            .collect();
+        assert_eq!(bodies(&s), expected, "not yet written");
+        assert_eq!(&s.read(locs[7]).unwrap().body[..], b"new2");
+        file.write_all_at(&data, at).unwrap();
+        s.shared.w.lock().in_flight = None;
+        assert_eq!(bodies(&s), expected, "written");
         let _ = fs::remove_dir_all(dir);
     }
 
