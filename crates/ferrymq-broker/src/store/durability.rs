@@ -151,9 +151,13 @@ impl Durability {
 
     fn round(&self, epoch: u64, dirty: Vec<Arc<StoreShared>>) {
         let mut files = Vec::new();
+        let mut drained = Vec::new();
         for store in &dirty {
             match store.flush() {
-                Ok(f) => files.extend(f),
+                Ok(f) => {
+                    files.extend(f.files);
+                    drained.push((store, f.drained));
+                }
                 Err(e) => self.fail(&format!("writing {}: {e}", store.dir.display())),
             }
         }
@@ -172,6 +176,11 @@ impl Durability {
         self.rounds.fetch_add(1, Ordering::Relaxed);
         for l in self.listeners.read().iter() {
             l(epoch);
+        }
+        // Drained segments go only now that the acks (and identities) naming their
+        // messages are durable.
+        for (store, segments) in drained {
+            store.retire(&segments);
         }
     }
 }

@@ -48,13 +48,17 @@ struct Writer {
     /// written: a consumed message must not vanish from the disk before the
     /// identity-log entry written with it.
     doomed: Vec<u32>,
+    /// Drained segments a round has taken: their files are renamed away once the
+    /// round's fsync made the acks (and identities) naming them durable.
+    retiring: Vec<u32>,
     /// The ack log is due a compaction (done by the next round).
     compact_due: bool,
     /// Identity entries in the ack log (file and buffer). A federated message's
     /// identity goes into the ack log right after its record is encoded: it reaches
     /// the disk in the same round as the record, after it, and before any ack of
-    /// the message. So a message that is on disk, or was consumed, always has its
-    /// identity on disk, and one file's fsync covers both.
+    /// the message. So a consumed message always has its identity on disk; a crash
+    /// between the record's write and the identity's leaves the message in the
+    /// queue, where a restarted link finds it among the newest messages.
     identities: u64,
     /// Identity entries a compaction keeps ([`IDENTITIES_KEPT`]; smaller in tests).
     identities_kept: u64,
@@ -184,17 +188,20 @@ const COMPACT_AFTER: u64 = 100_000;
 
 impl StoreShared {
     /// Writes what is buffered: the records first, then the ack log (identities
-    /// and acks in the order they were logged); then compacts the ack log if due
-    /// and deletes drained segments. Returns the files to fsync. The writes happen
-    /// outside the writer lock, so publishers and acks to this queue do not wait
-    /// for the page cache.
-    pub(super) fn flush(&self) -> io::Result<Vec<Arc<File>>> {
-        let (records, acks) = {
+    /// and acks in the order they were logged); then compacts the ack log if due.
+    /// Returns the files to fsync and the drained segments to delete once they are
+    /// synced ([`StoreShared::retire`]). The writes happen outside the writer lock,
+    /// so publishers and acks to this queue do not wait for the page cache.
+    pub(super) fn flush(&self) -> io::Result<Flushed> {
+        let (records, acks, drained) = {
             let mut w = self.w.lock();
             if w.destroyed {
-                return Ok(Vec::new());
+                return Ok(Flushed::default());
             }
             let w = &mut *w;
+            // Every ack that drained these segments is in the ack-log bytes taken below.
+            let drained = std::mem::take(&mut w.doomed);
+            w.retiring.extend_from_slice(&drained);
             let records = if w.buf.is_empty() {
                 None
             } else {
@@ -216,43 +223,79 @@ impl StoreShared {
                 w.acks_in_flight = Some((at, data.clone()));
                 Some((w.acks.clone(), at, data))
             };
-            (records, acks)
+            (records, acks, drained)
         };
         // After a failed write nothing more is confirmed (the sync thread announces
         // no epoch from then on), so the bytes need not be kept for a retry.
-        let mut out = Vec::new();
+        let mut out = Flushed {
+            files: Vec::new(),
+            drained,
+        };
         if let Some((file, at, data)) = &records {
             file.write_all_at(data, *at)?;
-            out.push(file.clone());
+            out.files.push(file.clone());
         }
         if let Some((file, at, data)) = &acks {
             file.write_all_at(data, *at)?;
-            out.push(file.clone());
+            out.files.push(file.clone());
         }
-        let doomed = {
-            let mut w = self.w.lock();
-            let w = &mut *w;
-            if records.is_some() {
-                w.in_flight = None;
+        let mut w = self.w.lock();
+        let w = &mut *w;
+        if records.is_some() {
+            w.in_flight = None;
+        }
+        if acks.is_some() {
+            w.acks_in_flight = None;
+        }
+        if w.compact_due && !w.destroyed {
+            w.compact_due = false;
+            if let Err(e) = compact(&self.dir, w) {
+                tracing::warn!("compacting {}/acks.log: {e}", self.dir.display());
             }
-            if acks.is_some() {
-                w.acks_in_flight = None;
-            }
-            if w.compact_due && !w.destroyed {
-                w.compact_due = false;
-                if let Err(e) = compact(&self.dir, w) {
-                    tracing::warn!("compacting {}/acks.log: {e}", self.dir.display());
-                }
-            }
-            std::mem::take(&mut w.doomed)
-        };
-        // Unlinking a drained 8 MiB segment takes milliseconds (the page cache is
-        // dropped with it): outside the lock, acks and deliveries do not wait.
-        for id in doomed {
-            let _ = fs::remove_file(seg_path(&self.dir, id));
         }
         Ok(out)
     }
+
+    /// Deletes drained segments after the round that wrote their acks is synced.
+    /// Under the lock they are only renamed (fast, and a re-created queue in the
+    /// same directory cannot be hit); the unlink, which takes milliseconds for an
+    /// 8 MiB file in the page cache, happens outside it.
+    pub(super) fn retire(&self, drained: &[u32]) {
+        if drained.is_empty() {
+            return;
+        }
+        let mut renamed = Vec::new();
+        {
+            let mut w = self.w.lock();
+            if w.destroyed {
+                return;
+            }
+            for id in drained {
+                let trash = retired_path(&self.dir, *id);
+                if fs::rename(seg_path(&self.dir, *id), &trash).is_ok() {
+                    renamed.push(trash);
+                }
+            }
+            w.retiring.retain(|id| !drained.contains(id));
+        }
+        for path in renamed {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// What a round's write of one store produced.
+#[derive(Default)]
+pub(super) struct Flushed {
+    /// Files to fsync.
+    pub files: Vec<Arc<File>>,
+    /// Drained segments to delete once the fsync is done.
+    pub drained: Vec<u32>,
+}
+
+/// Where a drained segment is renamed before it is unlinked (ignored by recovery).
+fn retired_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("seg-{n:08}.retired"))
 }
 
 /// The bytes from `loc` on, if `loc` is in the range a sync round is writing.
@@ -267,16 +310,25 @@ fn in_flight_at(in_flight: &Option<(u32, u64, Arc<Vec<u8>>)>, loc: Loc) -> Optio
 
 /// Rewrites the ack log keeping only entries for live segments (and the newest
 /// identities).
+/// Only what is in the file is compacted: the buffer still holds entries for
+/// records not written yet, and must not reach the disk before them.
 fn compact(dir: &Path, w: &mut Writer) -> io::Result<()> {
-    if !w.acks_buf.is_empty() {
-        let buf = std::mem::take(&mut w.acks_buf);
-        w.acks.write_all_at(&buf, w.acks_len)?;
-        w.acks_len += buf.len() as u64;
-    }
     let mut old = vec![0u8; w.acks_len as usize];
     w.acks.read_exact_at(&mut old, 0)?;
+    let buffered_ids = w
+        .acks_buf
+        .chunks_exact(ACK_ENTRY)
+        .filter(|e| e[0] == IDENTITY)
+        .count() as u64;
+    let ids_in_file = w.identities.saturating_sub(buffered_ids);
+    // A drained segment's file exists until its round retires it: keep its entries.
+    let present = |segment: u32| {
+        w.segments.contains_key(&segment)
+            || w.doomed.contains(&segment)
+            || w.retiring.contains(&segment)
+    };
     let mut kept = Vec::new();
-    let mut skip_ids = w.identities.saturating_sub(w.identities_kept);
+    let mut skip_ids = ids_in_file.saturating_sub(w.identities_kept);
     for e in old.chunks_exact(ACK_ENTRY) {
         if e[0] == IDENTITY {
             if skip_ids > 0 {
@@ -287,7 +339,7 @@ fn compact(dir: &Path, w: &mut Writer) -> io::Result<()> {
             continue;
         }
         let segment = u32::from_be_bytes(e[1..5].try_into().expect("4"));
-        if w.segments.contains_key(&segment) {
+        if present(segment) {
             kept.extend_from_slice(e);
         }
     }
@@ -295,7 +347,7 @@ fn compact(dir: &Path, w: &mut Writer) -> io::Result<()> {
     w.acks = Arc::new(file);
     w.acks_len = kept.len() as u64;
     w.garbage_entries = 0;
-    w.identities = w.identities.min(w.identities_kept);
+    w.identities = ids_in_file.min(w.identities_kept) + buffered_ids;
     Ok(())
 }
 
@@ -313,6 +365,12 @@ impl QueueStore {
         fs::create_dir_all(&dir)?;
         let incarnation = incarnation(&dir)?;
         let mut report = RecoveryReport::default();
+        // Drained segments renamed before a crash cut their unlink short.
+        for entry in fs::read_dir(&dir)?.filter_map(|e| e.ok()) {
+            if entry.file_name().to_string_lossy().ends_with(".retired") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
         let mut seg_ids: Vec<u32> = fs::read_dir(&dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -465,6 +523,7 @@ impl QueueStore {
                 garbage_entries: 0,
                 registered_epoch: 0,
                 doomed: Vec::new(),
+                retiring: Vec::new(),
                 compact_due: false,
                 identities: identity_count,
                 identities_kept: IDENTITIES_KEPT,
@@ -596,20 +655,18 @@ impl QueueStore {
     }
 
     /// The newest `limit` identity digests logged by [`QueueStore::append_identified`]
-    /// (on disk or buffered), oldest first.
+    /// that a sync round has written, oldest first.
     pub fn recent_identities(&self, limit: usize) -> io::Result<Vec<u64>> {
-        let (file, written, in_flight, buffered) = {
+        // Only what a round has written: a buffered identity may belong to a message
+        // that never reaches the disk (a store that stopped syncing), and dropping
+        // its redelivery would lose it.
+        let (file, written) = {
             let w = self.shared.w.lock();
-            let in_flight = w.acks_in_flight.clone();
-            let written = in_flight.as_ref().map_or(w.acks_len, |(at, _)| *at);
-            (w.acks.clone(), written, in_flight, w.acks_buf.clone())
+            let written = w.acks_in_flight.as_ref().map_or(w.acks_len, |(at, _)| *at);
+            (w.acks.clone(), written)
         };
         let mut log = vec![0u8; written as usize];
         file.read_exact_at(&mut log, 0)?;
-        if let Some((_, bytes)) = in_flight {
-            log.extend_from_slice(&bytes);
-        }
-        log.extend_from_slice(&buffered);
         let mut out: Vec<u64> = log
             .chunks_exact(ACK_ENTRY)
             .filter(|e| e[0] == IDENTITY)
@@ -842,10 +899,14 @@ mod tests {
         let (a, _) = s.append_identified(&msg("a", true), Some(11)).unwrap();
         s.append_identified(&msg("t", false), Some(12)).unwrap();
         let (b, _) = s.append_identified(&msg("b", true), Some(13)).unwrap();
-        assert_eq!(s.recent_identities(10).unwrap(), vec![11, 13], "buffered");
+        assert!(
+            s.recent_identities(10).unwrap().is_empty(),
+            "not written yet"
+        );
         // Consumed in the same round it was stored: the ack follows the identity.
         s.ack(a);
         d.sync_now();
+        assert_eq!(s.recent_identities(10).unwrap(), vec![11, 13]);
         s.ack(b);
         d.sync_now();
         assert_eq!(s.recent_identities(1).unwrap(), vec![13]);
@@ -941,6 +1002,44 @@ mod tests {
         file.write_all_at(&data, at).unwrap();
         s.shared.w.lock().in_flight = None;
         assert_eq!(bodies(&s), expected, "written");
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn compaction_never_writes_an_identity_ahead_of_its_record() {
+        let dir = tmp("compact-ahead");
+        let d = Durability::new();
+        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        s.shared.w.lock().identities_kept = 1;
+        s.append_identified(&msg("one", true), Some(1)).unwrap();
+        d.sync_now();
+        // Record and identity both still buffered when a compaction runs.
+        s.append_identified(&msg("two", true), Some(2)).unwrap();
+        compact(&dir, &mut s.shared.w.lock()).unwrap();
+        drop(s); // a crash: the buffers are gone
+        let (s, rec, _) = QueueStore::open(dir.clone(), d).unwrap();
+        assert_eq!(rec.len(), 1);
+        assert_eq!(s.recent_identities(10).unwrap(), vec![1]);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn compaction_keeps_the_acks_of_a_drained_segment_until_it_is_deleted() {
+        let dir = tmp("compact-drained");
+        let d = Durability::new();
+        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        let big = "x".repeat(SEGMENT_SIZE as usize / 2 + 1);
+        let (first, _) = s.append(&msg(&big, true)).unwrap();
+        s.append(&msg(&big, true)).unwrap();
+        d.sync_now();
+        s.ack(first);
+        // A round writes the ack, then compacts before it deletes the segment.
+        let flushed = s.shared.flush().unwrap();
+        assert_eq!(flushed.drained, vec![first.segment]);
+        compact(&dir, &mut s.shared.w.lock()).unwrap();
+        drop(s); // a crash before the segment is deleted
+        let (_s, rec, _) = QueueStore::open(dir.clone(), d).unwrap();
+        assert_eq!(rec.len(), 1, "the acked message stays acked");
         let _ = fs::remove_dir_all(dir);
     }
 
