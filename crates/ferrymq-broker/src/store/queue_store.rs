@@ -943,15 +943,21 @@ mod tests {
         let _ = fs::remove_dir_all(dir);
     }
 
-    #[test]
-    fn drained_segments_are_deleted_by_the_round_after_their_acks() {
-        let dir = tmp("doomed");
+    /// A synced store whose first segment holds one message and whose second is current.
+    fn two_segments(dir: &Path) -> (QueueStore, Arc<Durability>, Loc) {
         let d = Durability::new();
-        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        let (s, _, _) = QueueStore::open(dir.to_path_buf(), d.clone()).unwrap();
         let big = "x".repeat(SEGMENT_SIZE as usize / 2 + 1);
         let (first, _) = s.append(&msg(&big, true)).unwrap();
         s.append(&msg(&big, true)).unwrap();
         d.sync_now();
+        (s, d, first)
+    }
+
+    #[test]
+    fn drained_segments_are_deleted_by_the_round_after_their_acks() {
+        let dir = tmp("doomed");
+        let (s, d, first) = two_segments(&dir);
         assert!(seg_path(&dir, first.segment).exists());
         s.ack(first);
         assert!(
@@ -1026,12 +1032,7 @@ mod tests {
     #[test]
     fn compaction_keeps_the_acks_of_a_drained_segment_until_it_is_deleted() {
         let dir = tmp("compact-drained");
-        let d = Durability::new();
-        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
-        let big = "x".repeat(SEGMENT_SIZE as usize / 2 + 1);
-        let (first, _) = s.append(&msg(&big, true)).unwrap();
-        s.append(&msg(&big, true)).unwrap();
-        d.sync_now();
+        let (s, d, first) = two_segments(&dir);
         s.ack(first);
         // A round writes the ack, then compacts before it deletes the segment.
         let flushed = s.shared.flush().unwrap();
