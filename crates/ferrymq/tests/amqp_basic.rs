@@ -444,18 +444,7 @@ async fn direct_reply_to_round_trip() {
     let (_c, client) = b.channel().await;
     let (_s, server) = b.channel().await;
     declare(&server, "rpc", FieldTable::default()).await;
-    let mut replies = client
-        .basic_consume(
-            "amq.rabbitmq.reply-to".into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut replies = consume_no_ack(&client, "amq.rabbitmq.reply-to", "").await;
     publish_props(
         &client,
         "",
@@ -525,18 +514,7 @@ async fn channel_flow_pauses_deliveries() {
     let b = start().await;
     let (_c, ch) = b.channel().await;
     declare(&ch, "fl", FieldTable::default()).await;
-    let mut cons = ch
-        .basic_consume(
-            "fl".into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut cons = consume_no_ack(&ch, "fl", "").await;
     ch.channel_flow(ChannelFlowOptions { active: false })
         .await
         .unwrap();

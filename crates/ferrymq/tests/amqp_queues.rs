@@ -157,18 +157,7 @@ async fn purge_and_delete_conditions() {
     );
     assert!(text.contains("not empty"), "{text}");
     let ch = c.create_channel().await.unwrap();
-    let _consumer = ch
-        .basic_consume(
-            "p".into(),
-            "c".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let _consumer = consume_no_ack(&ch, "p", "c").await;
     let ch2 = c.create_channel().await.unwrap();
     let text = expect_code(
         ch2.queue_delete(

@@ -213,6 +213,21 @@ pub async fn next_delivery(consumer: &mut lapin::Consumer) -> lapin::message::De
         .expect("delivery ok")
 }
 
+/// Starts an auto-ack consumer on `queue` with consumer tag `tag` ("" lets the broker pick).
+pub async fn consume_no_ack(ch: &Channel, queue: &str, tag: &str) -> lapin::Consumer {
+    ch.basic_consume(
+        queue.into(),
+        tag.into(),
+        BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+}
+
 /// Asserts that no delivery arrives within `ms`.
 pub async fn no_delivery(consumer: &mut lapin::Consumer, ms: u64) {
     if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(ms), consumer.next()).await {
