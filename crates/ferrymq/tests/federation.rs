@@ -472,8 +472,7 @@ async fn links_follow_policy_upstream_and_queue_changes() {
 #[tokio::test]
 async fn upstream_down_shows_error_then_recovers() {
     let a_port = free_port();
-    let a_dir = std::env::temp_dir().join(format!("ferrymq-fed-up-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&a_dir);
+    let a_dir = scratch_dir("up");
     let b = start().await;
     let (_cb, chb) = b.channel().await;
     declare(&chb, "work", FieldTable::default()).await;
@@ -750,6 +749,23 @@ async fn federate_over_http(http_port: u16, queue: &str, upstream: Value) {
     put("/api/policies/%2F/f".into(), policy).await;
 }
 
+/// An empty scratch directory for a broker's data, named after the test.
+fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferrymq-fed-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// An upstream broker whose durable queue holds `n` confirmed messages `m0`…;
+/// the connection is returned so the broker keeps its client.
+async fn upstream_with_backlog(queue: &str, n: usize) -> (TestBroker, lapin::Connection) {
+    let a = start().await;
+    let (conn, ch) = a.channel().await;
+    declare_durable(&ch, queue).await.unwrap();
+    publish_confirmed(&ch, queue, (0..n).map(|i| format!("m{i}"))).await;
+    (a, conn)
+}
+
 /// The federation links of a broker started with [`spawn_with`].
 async fn links_over_http(http_port: u16) -> Value {
     let (_, links) = http(
@@ -765,13 +781,9 @@ async fn links_over_http(http_port: u16) -> Value {
 
 #[tokio::test]
 async fn downstream_sigkill_mid_transfer_loses_nothing_and_duplicates_nothing() {
-    let a = start().await;
-    let (_ca, cha) = a.channel().await;
-    declare_durable(&cha, "kill").await.unwrap();
     const N: usize = 6000;
-    publish_confirmed(&cha, "kill", (0..N).map(|i| format!("m{i}"))).await;
-    let dir = std::env::temp_dir().join(format!("ferrymq-fed-kill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (a, _ca) = upstream_with_backlog("kill", N).await;
+    let dir = scratch_dir("kill");
     let (port, http_port) = (free_port(), free_port());
     let mut kills = 0;
     loop {
@@ -882,15 +894,11 @@ async fn ack_swallowing_proxy(target: u16, swallow: Arc<AtomicBool>) -> u16 {
 /// it (the messages are gone from its queue; only their logged identities remain).
 #[tokio::test]
 async fn consumed_messages_whose_upstream_acks_were_lost_are_not_stored_again() {
-    let a = start().await;
-    let (_ca, cha) = a.channel().await;
-    declare_durable(&cha, "lost-acks").await.unwrap();
     const N: usize = 300;
-    publish_confirmed(&cha, "lost-acks", (0..N).map(|i| format!("m{i}"))).await;
+    let (a, _ca) = upstream_with_backlog("lost-acks", N).await;
     let swallow = Arc::new(AtomicBool::new(true));
     let proxy = ack_swallowing_proxy(a.port, swallow.clone()).await;
-    let dir = std::env::temp_dir().join(format!("ferrymq-fed-lost-acks-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch_dir("lost-acks");
     let (port, http_port) = (free_port(), free_port());
     let b = spawn_with(&dir, port, http_port);
     let upstream = json!({"uri": format!("amqp://guest:guest@127.0.0.1:{proxy}"),
@@ -931,8 +939,7 @@ async fn links_survive_a_downstream_restart() {
     let a = start().await;
     let (_ca, cha) = a.channel().await;
     declare_durable(&cha, "persist").await.unwrap();
-    let dir = std::env::temp_dir().join(format!("ferrymq-fed-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch_dir("restart");
     let (port, http_port) = (free_port(), free_port());
     let b = spawn_with(&dir, port, http_port);
     let auth = Some(("guest", "guest"));
