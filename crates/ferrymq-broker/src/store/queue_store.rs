@@ -256,19 +256,19 @@ impl StoreShared {
         Ok(out)
     }
 
-    /// Deletes drained segments after the round that wrote their acks is synced.
-    /// Under the lock they are only renamed (fast, and a re-created queue in the
-    /// same directory cannot be hit); the unlink, which takes milliseconds for an
-    /// 8 MiB file in the page cache, happens outside it.
-    pub(super) fn retire(&self, drained: &[u32]) {
-        if drained.is_empty() {
-            return;
-        }
+    /// Takes drained segments out of the queue after the round that wrote their
+    /// acks is synced: they are renamed under the lock (fast, and a re-created queue
+    /// in the same directory cannot be hit), and the caller unlinks the returned
+    /// paths, which takes milliseconds for an 8 MiB file, outside it.
+    pub(super) fn retire(&self, drained: &[u32]) -> Vec<PathBuf> {
         let mut renamed = Vec::new();
+        if drained.is_empty() {
+            return renamed;
+        }
         {
             let mut w = self.w.lock();
             if w.destroyed {
-                return;
+                return renamed;
             }
             for id in drained {
                 let trash = retired_path(&self.dir, *id);
@@ -278,9 +278,7 @@ impl StoreShared {
             }
             w.retiring.retain(|id| !drained.contains(id));
         }
-        for path in renamed {
-            let _ = fs::remove_file(path);
-        }
+        renamed
     }
 }
 
@@ -578,7 +576,7 @@ impl QueueStore {
         w.segments.get_mut(&cur).expect("current segment").live += 1;
         let epoch = self
             .durability
-            .written(&self.shared, &mut w.registered_epoch);
+            .written(&self.shared, &mut w.registered_epoch, true);
         Ok((loc, epoch))
     }
 
@@ -644,7 +642,7 @@ impl QueueStore {
             }
         }
         self.durability
-            .written(&self.shared, &mut w.registered_epoch);
+            .written(&self.shared, &mut w.registered_epoch, false);
     }
 
     fn maybe_compact(&self, w: &mut Writer) {
@@ -1062,6 +1060,37 @@ mod tests {
         assert_eq!(rec.len(), 9);
         assert_eq!(report.damaged_segments, vec![1]);
         assert!(report.truncated_bytes > 0);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn acks_alone_wait_for_a_lazy_round_records_do_not() {
+        use crate::store::durability::LAZY_ROUND_DELAY;
+        use std::time::{Duration, Instant};
+        let dir = tmp("lazy");
+        let d = Durability::new();
+        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        d.spawn();
+        let wait = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !done() {
+                assert!(Instant::now() < deadline, "{what}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let (a, epoch) = s.append(&msg("a", true)).unwrap();
+        wait("the record's round", &|| d.synced_epoch() >= epoch);
+        let rounds = d.rounds();
+        let acked_at = Instant::now();
+        s.ack(a);
+        std::thread::sleep(Duration::from_millis(2));
+        if acked_at.elapsed() < LAZY_ROUND_DELAY {
+            assert_eq!(d.rounds(), rounds, "an ack alone started a round at once");
+        }
+        wait("the ack's lazy round", &|| d.rounds() > rounds);
+        d.stop();
+        let (_, rec, _) = QueueStore::open(dir.clone(), Durability::new()).unwrap();
+        assert!(rec.is_empty(), "the ack reached the disk");
         let _ = fs::remove_dir_all(dir);
     }
 }
