@@ -123,6 +123,22 @@ pub enum Enqueued {
     Refused,
 }
 
+/// A federated message in the store, waiting for its round before delivery.
+#[derive(Debug)]
+pub struct Staged {
+    message: Arc<Message>,
+    loc: crate::store::Loc,
+}
+
+/// What [`Queue::stage`] did with a message.
+#[derive(Debug)]
+pub enum Staging {
+    /// Stored; enqueue it once the store's synced epoch reaches the value.
+    Staged(Staged, u64),
+    /// Nothing to wait for: published like any message.
+    Published(Enqueued),
+}
+
 impl Queue {
     /// A new empty queue.
     #[allow(clippy::too_many_arguments)]
@@ -298,22 +314,10 @@ impl Queue {
             // Deleted while we waited for the lock.
             return Enqueued::Accepted(0);
         }
-        if let Some(refused) = self.make_room(&mut s, message.size() as u64) {
-            if refused == Overflow::RejectPublishDlx {
-                let seq = s.next_seq;
-                let qm = QueuedMessage {
-                    expires_at: None,
-                    message,
-                    seq,
-                    redelivered: false,
-                    delivery_count: 0,
-                    loc: None,
-                };
-                s.dead.push((qm, DeadReason::MaxLen));
-                self.finish(s);
-            }
+        let Some(message) = self.admit(&mut s, message) else {
+            self.finish(s);
             return Enqueued::Refused;
-        }
+        };
         let (loc, epoch) = match &self.store {
             Some(store) => match store.append_identified(&message, identity) {
                 Ok((loc, epoch)) => (Some(loc), if message.is_persistent() { epoch } else { 0 }),
@@ -400,6 +404,84 @@ impl Queue {
 
     /// Applies the length limits before a new message of `size` bytes goes in.
     /// Returns the overflow mode if the message must be refused.
+    /// Makes room for `message` under the length limits; `None` if the queue
+    /// refuses it (dead-lettered first under `reject-publish-dlx`).
+    fn admit(&self, s: &mut QueueState, message: Arc<Message>) -> Option<Arc<Message>> {
+        match self.make_room(s, message.size() as u64) {
+            None => Some(message),
+            Some(refused) => {
+                if refused == Overflow::RejectPublishDlx {
+                    let qm = QueuedMessage {
+                        expires_at: None,
+                        message,
+                        seq: s.next_seq,
+                        redelivered: false,
+                        delivery_count: 0,
+                        loc: None,
+                    };
+                    s.dead.push((qm, DeadReason::MaxLen));
+                }
+                None
+            }
+        }
+    }
+
+    /// Writes a federated message to the store without making it deliverable: the
+    /// link enqueues it with [`Queue::enqueue_staged`] once the round that writes it
+    /// (and its identity) is synced. A consumer must not see a persistent federated
+    /// message before then: if it consumed one and the broker crashed before the
+    /// write, the upstream's redelivery would be stored again and consumed twice.
+    /// Messages with nothing to wait for (transient, or a queue without a store)
+    /// are published at once.
+    pub fn stage(self: &Arc<Self>, message: Arc<Message>, identity: Option<u64>) -> Staging {
+        let Some(store) = self.store.as_ref().filter(|_| message.is_persistent()) else {
+            return Staging::Published(self.publish_identified(message, identity));
+        };
+        let mut s = self.state.lock();
+        if self.is_deleted() {
+            return Staging::Published(Enqueued::Accepted(0));
+        }
+        let Some(message) = self.admit(&mut s, message) else {
+            self.finish(s);
+            return Staging::Published(Enqueued::Refused);
+        };
+        let staged = match store.append_identified(&message, identity) {
+            Ok((loc, epoch)) => Staging::Staged(Staged { message, loc }, epoch),
+            Err(e) => {
+                tracing::error!(queue = %self.name, "store append failed: {e}");
+                Staging::Published(Enqueued::Refused)
+            }
+        };
+        self.finish(s);
+        staged
+    }
+
+    /// Makes staged messages deliverable, in the order given (see [`Queue::stage`]).
+    pub fn enqueue_staged(self: &Arc<Self>, staged: impl IntoIterator<Item = Staged>) {
+        let mut s = self.state.lock();
+        if self.is_deleted() {
+            return; // their records went with the queue's store
+        }
+        let mut any = false;
+        for Staged { message, loc } in staged {
+            let qm = QueuedMessage {
+                expires_at: Self::expiry_for(&s.args, &message),
+                message,
+                seq: ready::seq_of(loc),
+                redelivered: false,
+                delivery_count: 0,
+                loc: Some(loc),
+            };
+            self.stats.published.fetch_add(1, Ordering::Relaxed);
+            s.ready.push(qm);
+            any = true;
+        }
+        if any {
+            self.dispatch_locked(&mut s);
+        }
+        self.finish(s);
+    }
+
     fn make_room(&self, s: &mut QueueState, size: u64) -> Option<Overflow> {
         let max_len = s.args.max_length;
         let max_bytes = s.args.max_length_bytes;
@@ -730,5 +812,91 @@ impl Queue {
         };
         self.finish(s);
         unused
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vhost::QueueOptions;
+    use crate::Broker;
+    use amq_protocol::protocol::basic::AMQPProperties;
+    use bytes::Bytes;
+
+    fn message(body: &'static str, persistent: bool) -> Arc<Message> {
+        let props = AMQPProperties::default().with_delivery_mode(if persistent { 2 } else { 1 });
+        Arc::new(Message::new(
+            String::new(),
+            "q".into(),
+            props,
+            Bytes::from_static(body.as_bytes()),
+        ))
+    }
+
+    fn durable_queue(dir: &std::path::Path) -> (Arc<Broker>, Arc<Queue>) {
+        let (broker, _) = Broker::open(dir).expect("open");
+        let vhost = broker.add_vhost("/");
+        let opts = QueueOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let (queue, _) = vhost.declare_queue("q", 0, opts).expect("declare");
+        (broker, queue)
+    }
+
+    fn wait_synced(broker: &Broker, epoch: u64) {
+        let durability = &broker.storage().expect("stored").durability;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while durability.synced_epoch() < epoch {
+            assert!(Instant::now() < deadline, "epoch {epoch} never synced");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("ferrymq-queue-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn staged_messages_reach_consumers_only_when_enqueued() {
+        let dir = scratch("staged");
+        let (broker, queue) = durable_queue(&dir);
+        let Staging::Staged(staged, epoch) = queue.stage(message("a", true), Some(7)) else {
+            panic!("a persistent message in a durable queue is staged");
+        };
+        assert!(epoch > 0);
+        assert_eq!(queue.message_count(), 0);
+        assert!(queue.get(false).is_none(), "staged message handed out");
+        wait_synced(&broker, epoch);
+        assert!(queue.get(false).is_none(), "staged message handed out");
+        queue.enqueue_staged([staged]);
+        let (got, _) = queue.get(false).expect("enqueued message");
+        assert_eq!(&got.message.body[..], b"a");
+        // Nothing to wait for: a transient message is published at once.
+        assert!(matches!(
+            queue.stage(message("b", false), None),
+            Staging::Published(Enqueued::Accepted(0))
+        ));
+        assert_eq!(queue.message_count(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_staged_message_is_recovered_after_a_restart() {
+        let dir = scratch("staged-restart");
+        {
+            let (broker, queue) = durable_queue(&dir);
+            let Staging::Staged(_, epoch) = queue.stage(message("kept", true), Some(9)) else {
+                panic!("not staged");
+            };
+            wait_synced(&broker, epoch);
+            // Never enqueued, as when the broker dies before the link does it.
+        }
+        let (_broker, queue) = durable_queue(&dir);
+        let (got, _) = queue.get(false).expect("recovered");
+        assert_eq!(&got.message.body[..], b"kept");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

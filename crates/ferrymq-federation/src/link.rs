@@ -17,7 +17,7 @@ use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use bytes::{Bytes, BytesMut};
 use ferrymq_broker::consumer::IDENTITY_HEADER;
 use ferrymq_broker::message::{encode_properties, Message};
-use ferrymq_broker::queue::{Enqueued, Queue};
+use ferrymq_broker::queue::{Enqueued, Queue, Staged, Staging};
 use ferrymq_client::{
     ids, short, AmqpUri, Connection, FrameReader, FrameWriter, FRAME_BODY, FRAME_HEADER,
     FRAME_METHOD,
@@ -197,10 +197,34 @@ struct Session<'a> {
     no_demand_since: Option<Instant>,
     hold_until: Option<Instant>,
     incoming: Option<Incoming>,
-    /// Stored messages not yet acknowledged upstream: (tag, durability epoch, identity digest).
-    pending: VecDeque<(u64, u64, Option<u64>)>,
+    /// Stored messages not yet acknowledged upstream, oldest first.
+    pending: VecDeque<Pending>,
     /// The channel is set up (the upstream queue exists).
     setup_done: bool,
+}
+
+/// A message the link took from the upstream and has not acknowledged yet.
+struct Pending {
+    /// The upstream's delivery tag.
+    tag: u64,
+    /// The durability epoch to wait for (0: none).
+    epoch: u64,
+    /// Identity digest, added to the window once settled.
+    digest: Option<u64>,
+    /// The stored message, enqueued locally once its epoch is synced.
+    staged: Option<Staged>,
+}
+
+impl Pending {
+    /// One with nothing to wait for.
+    fn settled(tag: u64, digest: Option<u64>) -> Self {
+        Pending {
+            tag,
+            epoch: 0,
+            digest,
+            staged: None,
+        }
+    }
 }
 
 impl<'a> Session<'a> {
@@ -244,7 +268,7 @@ impl<'a> Session<'a> {
     /// by the upstream; once they are durable, their identities join the window so the
     /// redeliveries are dropped.
     async fn retire_pending(&mut self) {
-        let Some(last_epoch) = self.pending.iter().map(|p| p.1).max() else {
+        let Some(last_epoch) = self.pending.iter().map(|p| p.epoch).max() else {
             return;
         };
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
@@ -260,11 +284,16 @@ impl<'a> Session<'a> {
         // Only durable copies may make a redelivery a duplicate: recording an unsynced
         // one would drop the redelivery and lose the message if the copy never lands.
         let synced = *self.synced.borrow();
-        for (_, epoch, id) in self.pending.drain(..) {
-            if let Some(d) = id.filter(|_| epoch <= synced) {
+        let mut staged = Vec::new();
+        for p in self.pending.drain(..) {
+            if let Some(d) = p.digest.filter(|_| p.epoch <= synced) {
                 self.dedup.insert_digest(d);
             }
+            // Delivered even if its round is late (the store stays in charge of
+            // it): held back, it would sit in the store and in no queue.
+            staged.extend(p.staged);
         }
+        self.cfg.queue.enqueue_staged(staged);
     }
 
     async fn serve(&mut self, mut conn: Connection, control: &mut watch::Receiver<Control>) -> End {
@@ -298,7 +327,7 @@ impl<'a> Session<'a> {
         let mut tick = tokio::time::interval(DEMAND_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let waiting_sync = self.pending.front().is_some_and(|p| p.1 > 0);
+            let waiting_sync = self.pending.front().is_some_and(|p| p.epoch > 0);
             tokio::select! {
                 changed = control.changed() => {
                     let c = *control.borrow();
@@ -575,7 +604,7 @@ impl<'a> Session<'a> {
             if self.dedup.contains_digest(d) {
                 self.status.duplicates.fetch_add(1, Ordering::Relaxed);
                 if ack_mode != AckMode::NoAck {
-                    self.pending.push_back((inc.tag, 0, None));
+                    self.pending.push_back(Pending::settled(inc.tag, None));
                 }
                 return Ok(());
             }
@@ -595,32 +624,42 @@ impl<'a> Session<'a> {
             Instant::now(),
         )
         .ok_or("the upstream sent malformed message properties")?;
-        match queue.publish_identified(Arc::new(message), logged) {
-            Enqueued::Accepted(_) if queue.is_deleted() => {
-                Err("the local queue was deleted".into())
-            }
-            Enqueued::Accepted(epoch) => {
-                self.status.transferred.fetch_add(1, Ordering::Relaxed);
-                match ack_mode {
-                    AckMode::NoAck => {
-                        if let Some(d) = digest {
-                            self.dedup.insert_digest(d);
-                        }
-                    }
-                    AckMode::OnPublish => self.pending.push_back((inc.tag, 0, digest)),
-                    AckMode::OnConfirm => self.pending.push_back((inc.tag, epoch, digest)),
-                }
-                Ok(())
-            }
-            Enqueued::Refused => {
+        // On-confirm holds a persistent message back from consumers until its round.
+        let outcome = match ack_mode {
+            AckMode::OnConfirm => queue.stage(Arc::new(message), logged),
+            _ => Staging::Published(queue.publish_identified(Arc::new(message), logged)),
+        };
+        let (staged, epoch) = match outcome {
+            Staging::Staged(staged, epoch) => (Some(staged), epoch),
+            Staging::Published(Enqueued::Accepted(epoch)) => (None, epoch),
+            Staging::Published(Enqueued::Refused) => {
                 // The local queue is full (reject-publish): leave the message upstream.
                 if ack_mode != AckMode::NoAck {
                     writer.push_nack(CH, inc.tag, false, true);
                 }
                 self.hold(writer);
-                Ok(())
+                return Ok(());
             }
+        };
+        if queue.is_deleted() {
+            return Err("the local queue was deleted".into());
         }
+        self.status.transferred.fetch_add(1, Ordering::Relaxed);
+        match ack_mode {
+            AckMode::NoAck => {
+                if let Some(d) = digest {
+                    self.dedup.insert_digest(d);
+                }
+            }
+            AckMode::OnPublish => self.pending.push_back(Pending::settled(inc.tag, digest)),
+            AckMode::OnConfirm => self.pending.push_back(Pending {
+                tag: inc.tag,
+                epoch,
+                digest,
+                staged,
+            }),
+        }
+        Ok(())
     }
 
     /// The decoding path, for messages that already carry `x-received-from` (they
@@ -680,15 +719,17 @@ impl<'a> Session<'a> {
     fn settle(&mut self, writer: &mut FrameWriter) {
         let synced = *self.synced.borrow();
         let mut last = None;
-        while let Some(&(tag, epoch, _)) = self.pending.front() {
-            if epoch > synced {
-                break;
-            }
-            let (_, _, id) = self.pending.pop_front().expect("front exists");
-            if let Some(d) = id {
+        let mut staged = Vec::new();
+        while self.pending.front().is_some_and(|p| p.epoch <= synced) {
+            let p = self.pending.pop_front().expect("front exists");
+            if let Some(d) = p.digest {
                 self.dedup.insert_digest(d);
             }
-            last = Some(tag);
+            staged.extend(p.staged);
+            last = Some(p.tag);
+        }
+        if !staged.is_empty() {
+            self.cfg.queue.enqueue_staged(staged);
         }
         if let Some(tag) = last {
             writer.push_ack(CH, tag, true);
@@ -705,7 +746,7 @@ impl<'a> Session<'a> {
             if writer.flush().await.is_err() {
                 return;
             }
-            let waiting_sync = self.pending.front().is_some_and(|p| p.1 > 0);
+            let waiting_sync = self.pending.front().is_some_and(|p| p.epoch > 0);
             tokio::select! {
                 read = reader.fill() => {
                     match read {
