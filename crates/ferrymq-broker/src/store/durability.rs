@@ -9,7 +9,7 @@
 use super::queue_store::StoreShared;
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 type Listener = Box<dyn Fn(u64) + Send + Sync>;
@@ -36,6 +36,11 @@ pub struct Durability {
     failure_listeners: RwLock<Vec<Box<dyn Fn() + Send + Sync>>>,
     /// Unlinks retired segment files off the sync thread (set by [`Durability::spawn`]).
     janitor: Mutex<Option<std::sync::mpsc::Sender<PathBuf>>>,
+    /// Spare segment files kept by all stores (see `queue_store::MAX_SPARES`).
+    spares: AtomicUsize,
+    /// One round at a time, in epoch order (shutdown's final round may meet one
+    /// the sync thread is running).
+    rounds_lock: Mutex<()>,
 }
 
 impl Default for Durability {
@@ -54,6 +59,8 @@ impl Default for Durability {
             failed: std::sync::atomic::AtomicBool::new(false),
             failure_listeners: RwLock::new(Vec::new()),
             janitor: Mutex::new(None),
+            spares: AtomicUsize::new(0),
+            rounds_lock: Mutex::new(()),
         }
     }
 }
@@ -154,18 +161,28 @@ impl Durability {
 
     /// Runs one round now (tests and shutdown).
     pub fn sync_now(&self) {
-        let (epoch, dirty) = {
-            let mut st = self.state.lock();
-            let e = st.epoch;
-            st.epoch += 1;
-            (e, std::mem::take(&mut st.dirty))
-        };
+        let _one = self.rounds_lock.lock();
+        let (epoch, dirty) = self.take_round();
         self.round(epoch, dirty);
+    }
+
+    /// Starts a round: its epoch, and the stores written in it.
+    fn take_round(&self) -> (u64, Vec<Arc<StoreShared>>) {
+        let mut st = self.state.lock();
+        let e = st.epoch;
+        st.epoch += 1;
+        st.urgent = false;
+        (e, std::mem::take(&mut st.dirty))
+    }
+
+    /// A store reused its spare segment file or was deleted with one.
+    pub(super) fn spare_released(&self) {
+        self.spares.fetch_sub(1, Ordering::AcqRel);
     }
 
     fn run(&self) {
         loop {
-            let (epoch, dirty, stop) = {
+            let stop = {
                 let mut st = self.state.lock();
                 while st.dirty.is_empty() && !st.stop {
                     self.wake.wait(&mut st);
@@ -179,11 +196,10 @@ impl Durability {
                         break;
                     }
                 }
-                st.urgent = false;
-                let e = st.epoch;
-                st.epoch += 1;
-                (e, std::mem::take(&mut st.dirty), st.stop)
+                st.stop
             };
+            let _one = self.rounds_lock.lock();
+            let (epoch, dirty) = self.take_round();
             self.round(epoch, dirty);
             if stop {
                 return;
@@ -228,7 +244,7 @@ impl Durability {
         // messages are durable.
         let janitor = self.janitor.lock().clone();
         for (store, segments) in drained {
-            for path in store.retire(&segments) {
+            for path in store.retire(&segments, &self.spares) {
                 match &janitor {
                     Some(tx) => {
                         if let Err(e) = tx.send(path) {

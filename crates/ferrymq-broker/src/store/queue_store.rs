@@ -10,6 +10,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 const ACK: u8 = b'A';
@@ -27,6 +28,31 @@ struct Segment {
     flushed: u64,
     /// Records not yet acked.
     live: u32,
+    /// Checksum seed of its records ([`record::seed`]; 0 in a segment written
+    /// before files were reused, named `.dat`).
+    seed: u32,
+}
+
+/// Segment bytes a sync round is writing outside the writer lock.
+#[derive(Clone)]
+struct InFlight {
+    segment: u32,
+    /// File offset of the first byte.
+    at: u64,
+    /// The records, then the end mark.
+    data: Arc<Vec<u8>>,
+}
+
+impl InFlight {
+    /// The bytes from `loc` on, if a record at `loc` is among these.
+    fn at(&self, loc: Loc) -> Option<&[u8]> {
+        let start = loc.offset as u64;
+        let records_end = self.at + (self.data.len() - record::HEADER) as u64;
+        if loc.segment != self.segment || start < self.at || start >= records_end {
+            return None;
+        }
+        self.data.get((start - self.at) as usize..)
+    }
 }
 
 struct Writer {
@@ -62,13 +88,21 @@ struct Writer {
     identities: u64,
     /// Identity entries a compaction keeps ([`IDENTITIES_KEPT`]; smaller in tests).
     identities_kept: u64,
-    /// Segment bytes being written by a sync round outside the lock: (segment,
-    /// offset, bytes). `Segment::flushed` already counts them; reads take them
-    /// from here until the write is done.
-    in_flight: Option<(u32, u64, Arc<Vec<u8>>)>,
+    /// Segment bytes being written by a sync round outside the lock.
+    /// `Segment::flushed` already counts the records; reads take them from here
+    /// until the write is done.
+    in_flight: Option<InFlight>,
     /// Ack-log bytes being written by a sync round: (offset, bytes).
     acks_in_flight: Option<(u64, Arc<Vec<u8>>)>,
     destroyed: bool,
+    /// A drained segment file kept to become the next segment. Overwriting
+    /// allocated blocks needs no block allocation, no size change and no journal
+    /// commit at fsync, and no block is freed: on the ext4 (`discard`) disk here, a
+    /// federation drain went from ~92k to ~118k msg/s with the sync round ~35%
+    /// shorter.
+    spare: Option<PathBuf>,
+    /// Recovered segments in the `.dat` format (plain CRC32C).
+    legacy: HashSet<u32>,
 }
 
 /// State shared between a queue and the sync thread.
@@ -76,6 +110,10 @@ pub struct StoreShared {
     /// The queue's directory.
     pub dir: PathBuf,
     w: Mutex<Writer>,
+    /// Held by a round while it writes segment bytes outside `w`, and by a roll()
+    /// before it writes to the old segment: the round's end mark must not land on
+    /// records the roll wrote after it. Taken only while holding `w`.
+    writing: Mutex<()>,
 }
 
 /// The messages found at recovery, as packed references ([`Loc::pack`], with the
@@ -154,7 +192,16 @@ fn incarnation(dir: &Path) -> io::Result<u64> {
     }
 }
 
+/// A segment's file. Records in `.seg` files carry per-segment checksum seeds.
 fn seg_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("seg-{n:08}.seg"))
+}
+
+/// A segment written before files were reused: plain CRC32C. (A different name,
+/// not a flag file, so that neither a lost flag nor an older FerryMQ can read
+/// one format as the other: an older version ignores `.seg` files instead of
+/// cutting them as corrupt.)
+fn legacy_seg_path(dir: &Path, n: u32) -> PathBuf {
     dir.join(format!("seg-{n:08}.dat"))
 }
 
@@ -193,7 +240,7 @@ impl StoreShared {
     /// synced ([`StoreShared::retire`]). The writes happen outside the writer lock,
     /// so publishers and acks to this queue do not wait for the page cache.
     pub(super) fn flush(&self) -> io::Result<Flushed> {
-        let (records, acks, drained) = {
+        let (records, acks, drained, writing) = {
             let mut w = self.w.lock();
             if w.destroyed {
                 return Ok(Flushed::default());
@@ -202,17 +249,27 @@ impl StoreShared {
             // Every ack that drained these segments is in the ack-log bytes taken below.
             let drained = std::mem::take(&mut w.doomed);
             w.retiring.extend_from_slice(&drained);
-            let records = if w.buf.is_empty() {
-                None
+            let (records, writing) = if w.buf.is_empty() {
+                (None, None)
             } else {
                 let capacity = w.buf.capacity();
-                let data = Arc::new(std::mem::replace(&mut w.buf, Vec::with_capacity(capacity)));
+                let mut data = std::mem::replace(&mut w.buf, Vec::with_capacity(capacity));
                 let seg = w.segments.get_mut(&w.current).expect("current segment");
-                // Reserve the range: a roll() meanwhile writes after it.
+                // Reserve the range: a roll() meanwhile writes after it, once this
+                // write (end mark included, one pwrite) is done.
                 let at = seg.flushed;
                 seg.flushed += data.len() as u64;
-                w.in_flight = Some((w.current, at, data.clone()));
-                Some((seg.file.clone(), at, data))
+                data.extend_from_slice(&record::end_mark(seg.seed));
+                let data = Arc::new(data);
+                w.in_flight = Some(InFlight {
+                    segment: w.current,
+                    at,
+                    data: data.clone(),
+                });
+                (
+                    Some((seg.file.clone(), at, data)),
+                    Some(self.writing.lock()),
+                )
             };
             let acks = if w.acks_buf.is_empty() {
                 None
@@ -223,7 +280,7 @@ impl StoreShared {
                 w.acks_in_flight = Some((at, data.clone()));
                 Some((w.acks.clone(), at, data))
             };
-            (records, acks, drained)
+            (records, acks, drained, writing)
         };
         // After a failed write nothing more is confirmed (the sync thread announces
         // no epoch from then on), so the bytes need not be kept for a retry.
@@ -235,6 +292,7 @@ impl StoreShared {
             file.write_all_at(data, *at)?;
             out.files.push(file.clone());
         }
+        drop(writing);
         if let Some((file, at, data)) = &acks {
             file.write_all_at(data, *at)?;
             out.files.push(file.clone());
@@ -260,7 +318,9 @@ impl StoreShared {
     /// acks is synced: they are renamed under the lock (fast, and a re-created queue
     /// in the same directory cannot be hit), and the caller unlinks the returned
     /// paths, which takes milliseconds for an 8 MiB file, outside it.
-    pub(super) fn retire(&self, drained: &[u32]) -> Vec<PathBuf> {
+    /// One drained file is kept as the next segment if `spares` (held across all
+    /// stores) allows.
+    pub(super) fn retire(&self, drained: &[u32], spares: &AtomicUsize) -> Vec<PathBuf> {
         let mut renamed = Vec::new();
         if drained.is_empty() {
             return renamed;
@@ -271,8 +331,23 @@ impl StoreShared {
                 return renamed;
             }
             for id in drained {
+                let path = if w.legacy.remove(id) {
+                    legacy_seg_path(&self.dir, *id)
+                } else {
+                    seg_path(&self.dir, *id)
+                };
+                // A segment that held one huge message is not worth keeping.
+                let usual = fs::metadata(&path).is_ok_and(|m| m.len() <= SEGMENT_SIZE + (1 << 20));
+                if w.spare.is_none() && usual && take_slot(spares) {
+                    let spare = spare_path(&self.dir, *id);
+                    if fs::rename(&path, &spare).is_ok() {
+                        w.spare = Some(spare);
+                        continue;
+                    }
+                    spares.fetch_sub(1, Ordering::AcqRel);
+                }
                 let trash = retired_path(&self.dir, *id);
-                if fs::rename(seg_path(&self.dir, *id), &trash).is_ok() {
+                if fs::rename(&path, &trash).is_ok() {
                     renamed.push(trash);
                 }
             }
@@ -296,14 +371,26 @@ fn retired_path(dir: &Path, n: u32) -> PathBuf {
     dir.join(format!("seg-{n:08}.retired"))
 }
 
+/// Where a drained segment waits to be reused (removed by recovery).
+fn spare_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("seg-{n:08}.spare"))
+}
+
+/// Spare segment files kept across all stores (8 MiB each at most).
+pub const MAX_SPARES: usize = 64;
+
+/// Takes one of the [`MAX_SPARES`] slots, if one is free.
+fn take_slot(spares: &AtomicUsize) -> bool {
+    spares
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_SPARES).then_some(n + 1)
+        })
+        .is_ok()
+}
+
 /// The bytes from `loc` on, if `loc` is in the range a sync round is writing.
-fn in_flight_at(in_flight: &Option<(u32, u64, Arc<Vec<u8>>)>, loc: Loc) -> Option<&[u8]> {
-    let (segment, at, data) = in_flight.as_ref()?;
-    let start = loc.offset as u64;
-    if loc.segment != *segment || start < *at || start >= at + data.len() as u64 {
-        return None;
-    }
-    data.get((start - at) as usize..)
+fn in_flight_at(in_flight: &Option<InFlight>, loc: Loc) -> Option<&[u8]> {
+    in_flight.as_ref()?.at(loc)
 }
 
 /// Rewrites the ack log keeping only entries for live segments (and the newest
@@ -363,23 +450,28 @@ impl QueueStore {
         fs::create_dir_all(&dir)?;
         let incarnation = incarnation(&dir)?;
         let mut report = RecoveryReport::default();
-        // Drained segments renamed before a crash cut their unlink short.
+        // Drained segments renamed before a crash cut their unlink short, and spares.
         for entry in fs::read_dir(&dir)?.filter_map(|e| e.ok()) {
-            if entry.file_name().to_string_lossy().ends_with(".retired") {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".retired") || name.ends_with(".spare") {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        let mut seg_ids: Vec<u32> = fs::read_dir(&dir)?
+        // (id, written before files were reused)
+        let mut seg_ids: Vec<(u32, bool)> = fs::read_dir(&dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                name.strip_prefix("seg-")?
-                    .strip_suffix(".dat")?
-                    .parse()
-                    .ok()
+                let rest = name.strip_prefix("seg-")?;
+                if let Some(id) = rest.strip_suffix(".seg") {
+                    Some((id.parse().ok()?, false))
+                } else {
+                    Some((rest.strip_suffix(".dat")?.parse().ok()?, true))
+                }
             })
             .collect();
         seg_ids.sort_unstable();
+        let legacy: HashSet<u32> = seg_ids.iter().filter(|s| s.1).map(|s| s.0).collect();
         // Ack log: acked and delivered records. Entries naming deleted segments are garbage.
         let acks_path = dir.join("acks.log");
         // A missing log is a new queue; any other read error must not look like "no acks".
@@ -389,7 +481,7 @@ impl QueueStore {
             Err(e) => return Err(e),
         };
         let whole = acks_data.len() / ACK_ENTRY * ACK_ENTRY;
-        let existing: HashSet<u32> = seg_ids.iter().copied().collect();
+        let existing: HashSet<u32> = seg_ids.iter().map(|s| s.0).collect();
         let mut acked = HashSet::new();
         let mut delivered = HashSet::new();
         let mut identities = std::collections::VecDeque::new();
@@ -425,13 +517,17 @@ impl QueueStore {
         drop(acks_data);
         let mut segments = BTreeMap::new();
         let mut messages = Recovered::default();
-        for &id in &seg_ids {
-            let path = seg_path(&dir, id);
+        for &(id, is_legacy) in &seg_ids {
+            let (path, seed) = if is_legacy {
+                (legacy_seg_path(&dir, id), 0)
+            } else {
+                (seg_path(&dir, id), record::seed(id))
+            };
             let data = fs::read(&path)?;
             let mut at = 0usize;
             let mut live = 0u32;
             while at < data.len() {
-                match record::scan(&data[at..]) {
+                match record::scan(&data[at..], seed) {
                     Scan::Record(persistent, size, n) => {
                         let loc = Loc {
                             segment: id,
@@ -450,6 +546,9 @@ impl QueueStore {
                         messages.refs.push(loc.pack(delivered.contains(&loc)));
                         messages.bytes += size;
                     }
+                    // Cut below as well: what follows is from before (a reused
+                    // file) or from a write that never completed.
+                    Scan::End => break,
                     Scan::Truncated | Scan::Corrupt => {
                         report.truncated_bytes += (data.len() - at) as u64;
                         report.damaged_segments.push(id);
@@ -468,11 +567,12 @@ impl QueueStore {
                     file: Arc::new(file),
                     flushed: at as u64,
                     live,
+                    seed,
                 },
             );
         }
         // New writes go to a fresh segment so recovered ones can be deleted once drained.
-        let current = seg_ids.last().map_or(1, |l| l + 1);
+        let current = seg_ids.last().map_or(1, |l| l.0 + 1);
         let file = open_rw(&seg_path(&dir, current))?;
         file.set_len(0)?;
         segments.insert(
@@ -481,6 +581,7 @@ impl QueueStore {
                 file: Arc::new(file),
                 flushed: 0,
                 live: 0,
+                seed: record::seed(current),
             },
         );
         // Segments with nothing live are garbage now.
@@ -489,9 +590,15 @@ impl QueueStore {
             .filter(|(id, s)| s.live == 0 && **id != current)
             .map(|(id, _)| *id)
             .collect();
+        let mut legacy = legacy;
         for id in empty {
             segments.remove(&id);
-            let _ = fs::remove_file(seg_path(&dir, id));
+            let path = if legacy.remove(&id) {
+                legacy_seg_path(&dir, id)
+            } else {
+                seg_path(&dir, id)
+            };
+            let _ = fs::remove_file(path);
         }
         // Start from a compact ack log: only entries for segments still present.
         let mut entries = Vec::with_capacity((acked.len() + delivered.len()) * ACK_ENTRY);
@@ -509,6 +616,7 @@ impl QueueStore {
         let acks_file = replace_file(&dir, "acks.log", &entries)?;
         let shared = Arc::new(StoreShared {
             dir,
+            writing: Mutex::new(()),
             w: Mutex::new(Writer {
                 segments,
                 current,
@@ -528,6 +636,8 @@ impl QueueStore {
                 in_flight: None,
                 acks_in_flight: None,
                 destroyed: false,
+                spare: None,
+                legacy,
             }),
         });
         report.messages = messages.len();
@@ -562,7 +672,8 @@ impl QueueStore {
             segment: w.current,
             offset: w.current_len as u32,
         };
-        record::encode(&mut w.buf, m);
+        let seed = w.segments.get(&loc.segment).expect("current segment").seed;
+        record::encode(&mut w.buf, m, seed);
         if let Some(d) = identity.filter(|_| m.is_persistent()) {
             w.acks_buf.push(IDENTITY);
             w.acks_buf.extend_from_slice(&d.to_le_bytes());
@@ -585,22 +696,53 @@ impl QueueStore {
     fn roll(&self, w: &mut Writer) -> io::Result<()> {
         let cur = w.current;
         {
+            // A round still writing this segment's earlier bytes finishes first.
+            let _writing = self.shared.writing.lock();
             let seg = w.segments.get_mut(&cur).expect("current segment");
+            let records = w.buf.len() as u64;
+            w.buf.extend_from_slice(&record::end_mark(seg.seed));
             seg.file.write_all_at(&w.buf, seg.flushed)?;
-            seg.flushed += w.buf.len() as u64;
+            seg.flushed += records;
             // The data is in the page cache; fsync it before the new segment's first sync completes.
             seg.file.sync_data()?;
         }
         w.buf.clear();
         let next = cur + 1;
-        let file = open_rw(&seg_path(&self.shared.dir, next))?;
-        file.set_len(0)?;
+        let path = seg_path(&self.shared.dir, next);
+        let file = match w.spare.take() {
+            Some(spare) => {
+                self.durability.spare_released();
+                if fs::rename(&spare, &path).is_ok() {
+                    // Records of its earlier life fail the new segment number's
+                    // checksum; the end mark at 0 spares recovery from reporting them
+                    // as damage after a crash before the first round.
+                    let file = open_rw(&path)?;
+                    file.write_all_at(&record::end_mark(record::seed(next)), 0)?;
+                    file.sync_data()?;
+                    // The rename must be durable before a record in the file is
+                    // confirmed: overwriting needs no journal commit, so no fsync of the
+                    // file would carry it, and recovery deletes `.spare` files.
+                    File::open(&self.shared.dir)?.sync_all()?;
+                    file
+                } else {
+                    let file = open_rw(&path)?;
+                    file.set_len(0)?;
+                    file
+                }
+            }
+            None => {
+                let file = open_rw(&path)?;
+                file.set_len(0)?;
+                file
+            }
+        };
         w.segments.insert(
             next,
             Segment {
                 file: Arc::new(file),
                 flushed: 0,
                 live: 0,
+                seed: record::seed(next),
             },
         );
         w.current = next;
@@ -708,7 +850,7 @@ impl QueueStore {
             seg.file.read_exact_at(&mut data, start)?;
             data
         };
-        match record::decode(&data) {
+        match record::decode(&data, seg.seed) {
             Read::Record(m) => Ok(*m),
             _ => Err(io::Error::new(io::ErrorKind::InvalidData, "corrupt record")),
         }
@@ -724,14 +866,14 @@ impl QueueStore {
             // How far each segment's file can be read: a range a round is still
             // writing (counted in `flushed` already) is read from `in_flight` instead.
             let readable = |id: u32, s: &Segment| match &w.in_flight {
-                Some((seg, at, _)) if *seg == id => (*at).min(s.flushed),
+                Some(f) if f.segment == id => f.at.min(s.flushed),
                 _ => s.flushed,
             };
-            let files: BTreeMap<u32, (Arc<File>, u64)> = w
+            let files: BTreeMap<u32, (Arc<File>, u64, u32)> = w
                 .segments
                 .iter()
                 .filter(|(id, _)| locs.iter().any(|l| l.segment == **id))
-                .map(|(id, s)| (*id, (s.file.clone(), readable(*id, s))))
+                .map(|(id, s)| (*id, (s.file.clone(), readable(*id, s), s.seed)))
                 .collect();
             let cur = w.current;
             let flushed = w.segments.get(&cur).map_or(0, |s| s.flushed);
@@ -750,21 +892,24 @@ impl QueueStore {
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
         locs.iter()
             .map(|&loc| {
+                // Buffered and in-flight bytes are always of a segment this process
+                // created, whose seed is its number's.
+                let seed = record::seed(loc.segment);
                 let start = loc.offset as u64;
                 if loc.segment == current && start >= unflushed_from {
                     let at = (start - unflushed_from) as usize;
-                    return match record::decode(unflushed.get(at..).unwrap_or(&[])) {
+                    return match record::decode(unflushed.get(at..).unwrap_or(&[]), seed) {
                         Read::Record(m) => Ok(*m),
                         _ => Err(bad("corrupt buffered record")),
                     };
                 }
                 if let Some(bytes) = in_flight_at(&in_flight, loc) {
-                    return match record::decode(bytes) {
+                    return match record::decode(bytes, seed) {
                         Read::Record(m) => Ok(*m),
                         _ => Err(bad("corrupt buffered record")),
                     };
                 }
-                let (file, flushed) = files
+                let (file, flushed, seed) = files
                     .get(&loc.segment)
                     .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "segment gone"))?;
                 for attempt in 0..2 {
@@ -784,7 +929,7 @@ impl QueueStore {
                         block = Some((loc.segment, start, data));
                     }
                     let (_, b, d) = block.as_ref().expect("block read");
-                    match record::decode(&d[(start - b) as usize..]) {
+                    match record::decode(&d[(start - b) as usize..], *seed) {
                         Read::Record(m) => return Ok(*m),
                         Read::Truncated if attempt == 0 => continue,
                         _ => return Err(bad("corrupt record")),
@@ -800,6 +945,9 @@ impl QueueStore {
         let mut w = self.shared.w.lock();
         w.destroyed = true;
         w.segments.clear();
+        if w.spare.take().is_some() {
+            self.durability.spare_released();
+        }
         let _ = fs::remove_dir_all(&self.shared.dir);
     }
 }
@@ -967,6 +1115,178 @@ mod tests {
         let _ = fs::remove_dir_all(dir);
     }
 
+    /// Seven 1 MiB "old" records in segment 1 (in the plain-CRC `.dat` format if
+    /// `legacy`), drained; seven "mid" in segment 2; then two "new" ones in
+    /// segment 3, which reuses segment 1's file. Returns the old file's bytes and
+    /// where segment 3's records end.
+    fn reused_segment(dir: &Path, legacy: bool) -> (Vec<u8>, u64) {
+        let body = |tag: &str| format!("{tag}{}", "x".repeat(1 << 20));
+        if legacy {
+            fs::create_dir_all(dir).unwrap();
+            let mut data = Vec::new();
+            for _ in 0..7 {
+                record::encode(&mut data, &msg(&body("old"), true), 0);
+            }
+            fs::write(legacy_seg_path(dir, 1), &data).unwrap();
+        }
+        let d = Durability::new();
+        let (s, rec, _) = QueueStore::open(dir.to_path_buf(), d.clone()).unwrap();
+        let old: Vec<Loc> = if legacy {
+            rec.iter().map(|(l, _)| l).collect()
+        } else {
+            (0..7)
+                .map(|_| s.append(&msg(&body("old"), true)).unwrap().0)
+                .collect()
+        };
+        for _ in 0..7 {
+            assert_eq!(s.append(&msg(&body("mid"), true)).unwrap().0.segment, 2);
+        }
+        assert!(old.len() == 7 && old.iter().all(|l| l.segment == 1));
+        d.sync_now();
+        let old_path = if legacy {
+            legacy_seg_path(dir, 1)
+        } else {
+            seg_path(dir, 1)
+        };
+        let old_bytes = fs::read(&old_path).unwrap();
+        for l in old {
+            s.ack(l);
+        }
+        d.sync_now();
+        assert!(!old_path.exists());
+        assert!(spare_path(dir, 1).exists(), "the drained file is kept");
+        let (n0, _) = s.append(&msg(&body("new"), true)).unwrap();
+        let (n1, _) = s.append(&msg(&body("new"), true)).unwrap();
+        assert_eq!((n0.segment, n1.segment), (3, 3));
+        assert!(!spare_path(dir, 1).exists(), "reused as segment 3");
+        d.sync_now();
+        let len = fs::metadata(seg_path(dir, 3)).unwrap().len();
+        assert!(
+            len >= 6 << 20,
+            "segment 3 still holds the old records past its own"
+        );
+        let end = n1.offset as u64 + (n1.offset - n0.offset) as u64;
+        (old_bytes, end)
+    }
+
+    /// Opens the store in `dir`: the first `prefix` bytes of each recovered body.
+    fn recovered(dir: &Path, prefix: usize) -> (Vec<String>, RecoveryReport) {
+        let (s, rec, report) = QueueStore::open(dir.to_path_buf(), Durability::new()).unwrap();
+        let locs: Vec<Loc> = rec.iter().map(|(l, _)| l).collect();
+        let got = s
+            .read_batch(&locs)
+            .into_iter()
+            .map(|m| {
+                let body = m.unwrap().body;
+                String::from_utf8_lossy(&body[..prefix.min(body.len())]).into_owned()
+            })
+            .collect();
+        (got, report)
+    }
+
+    #[test]
+    fn reused_segment_files_never_bring_back_old_records() {
+        let expected: Vec<String> = ["mid"; 7]
+            .iter()
+            .chain(&["new"; 2])
+            .map(|s| s.to_string())
+            .collect();
+        for legacy in [false, true] {
+            // The end mark after the last round stops the scan.
+            let dir = tmp(&format!("reuse-{legacy}"));
+            reused_segment(&dir, legacy);
+            let (got, report) = recovered(&dir, 3);
+            assert_eq!(got, expected, "legacy {legacy}");
+            assert!(
+                report.damaged_segments.is_empty(),
+                "a clean end is no damage"
+            );
+            let _ = fs::remove_dir_all(&dir);
+            // Without the end mark (a round torn after overwriting it), the old record
+            // now sitting where a new one would start fails the new segment's checksum.
+            let dir = tmp(&format!("reuse-torn-{legacy}"));
+            let (old_bytes, end) = reused_segment(&dir, legacy);
+            let at = end as usize;
+            let old_seed = if legacy { 0 } else { record::seed(1) };
+            assert!(matches!(
+                record::scan(&old_bytes[at..], old_seed),
+                Scan::Record(..)
+            ));
+            let f = OpenOptions::new()
+                .write(true)
+                .open(seg_path(&dir, 3))
+                .unwrap();
+            f.write_all_at(&old_bytes[at..at + record::HEADER], end)
+                .unwrap();
+            let (got, report) = recovered(&dir, 3);
+            assert_eq!(got, expected, "legacy {legacy}");
+            assert_eq!(report.damaged_segments, vec![3]);
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
+
+    #[test]
+    fn segments_written_with_plain_checksums_are_still_read() {
+        let dir = tmp("legacy");
+        fs::create_dir_all(&dir).unwrap();
+        let mut data = Vec::new();
+        record::encode(&mut data, &msg("before", true), 0);
+        fs::write(legacy_seg_path(&dir, 1), &data).unwrap();
+        {
+            let d = Durability::new();
+            let (s, rec, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+            assert_eq!(rec.len(), 1);
+            s.append(&msg("after", true)).unwrap();
+            d.sync_now();
+        }
+        assert!(legacy_seg_path(&dir, 1).exists());
+        assert!(
+            seg_path(&dir, 2).exists(),
+            "new records go to a seeded segment"
+        );
+        let (got, report) = recovered(&dir, usize::MAX);
+        assert_eq!(got, ["before", "after"]);
+        assert!(report.damaged_segments.is_empty());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_hole_of_zeros_is_damage_not_an_end() {
+        let dir = tmp("zeros");
+        let d = Durability::new();
+        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        let (a, _) = s.append(&msg("kept", true)).unwrap();
+        let (b, _) = s.append(&msg("lost", true)).unwrap();
+        d.sync_now();
+        drop(s);
+        // A crash can leave a block of the file as zeros.
+        let f = OpenOptions::new()
+            .write(true)
+            .open(seg_path(&dir, a.segment))
+            .unwrap();
+        f.write_all_at(&[0; 16], b.offset as u64).unwrap();
+        let (_s, rec, report) = QueueStore::open(dir.clone(), d).unwrap();
+        assert_eq!(rec.len(), 1);
+        assert_eq!(report.damaged_segments, vec![a.segment]);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn spares_are_bounded_and_removed_at_start() {
+        let spares = AtomicUsize::new(MAX_SPARES - 1);
+        assert!(take_slot(&spares));
+        assert!(!take_slot(&spares), "no more than MAX_SPARES");
+        let dir = tmp("spare-start");
+        let (s, d, first) = two_segments(&dir);
+        s.ack(first);
+        d.sync_now();
+        assert!(spare_path(&dir, first.segment).exists());
+        drop(s);
+        QueueStore::open(dir.clone(), d).unwrap();
+        assert!(!spare_path(&dir, first.segment).exists());
+        let _ = fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn reads_during_a_round_write_see_every_record() {
         let dir = tmp("in-flight");
@@ -984,11 +1304,17 @@ mod tests {
         let (file, at, data) = {
             let mut w = s.shared.w.lock();
             let w = &mut *w;
-            let data = Arc::new(std::mem::take(&mut w.buf));
+            let mut data = std::mem::take(&mut w.buf);
             let seg = w.segments.get_mut(&w.current).unwrap();
             let at = seg.flushed;
             seg.flushed += data.len() as u64;
-            w.in_flight = Some((w.current, at, data.clone()));
+            data.extend_from_slice(&record::end_mark(seg.seed));
+            let data = Arc::new(data);
+            w.in_flight = Some(InFlight {
+                segment: w.current,
+                at,
+                data: data.clone(),
+            });
             (seg.file.clone(), at, data)
         };
         let bodies = |s: &QueueStore| -> Vec<String> {
@@ -1055,7 +1381,8 @@ mod tests {
         let seg = seg_path(&dir, 1);
         let len = fs::metadata(&seg).unwrap().len();
         let f = OpenOptions::new().write(true).open(&seg).unwrap();
-        f.set_len(len - 3).unwrap();
+        // The last record loses its last 3 bytes (the end mark after it goes too).
+        f.set_len(len - record::HEADER as u64 - 3).unwrap();
         let (_s, rec, report) = QueueStore::open(dir.clone(), d).unwrap();
         assert_eq!(rec.len(), 9);
         assert_eq!(report.damaged_segments, vec![1]);

@@ -3,6 +3,11 @@
 //! `u32 len | u32 crc32c(payload) | payload`, where the payload is
 //! `u8 flags | u64 received_ms | u8 len, exchange | u8 len, routing key |
 //! u32 len, encoded properties | body`.
+//!
+//! The checksum starts from a per-segment seed ([`seed`]): segment files are
+//! reused, and a whole record left from a file's earlier life, at an offset where
+//! a record of its current life could start, must not pass for one. An end mark
+//! ([`end_mark`]) after the last record of each write says where the records end.
 
 use crate::message::Message;
 use bytes::Bytes;
@@ -41,10 +46,29 @@ impl Loc {
 
 /// Bytes before the payload.
 pub const HEADER: usize = 8;
+/// Written after the records of every write to a segment (the next write
+/// overwrites it): a header no record has (a payload is never empty), so a scan
+/// stops there instead of reading what a reused file held before. Its checksum
+/// field is tied to the segment, so zeros (a hole a crash can leave) are still
+/// damage, not an end.
+pub fn end_mark(seed: u32) -> [u8; HEADER] {
+    let mut mark = [0; HEADER];
+    mark[4..].copy_from_slice(&(!seed).to_be_bytes());
+    mark
+}
+
+/// The checksum seed of records in segment `segment` of a store that reuses
+/// segment files. Distinct segments have distinct seeds (an odd multiplier is a
+/// bijection), and CRC32C from different seeds differs for every payload, so a
+/// record from a file's earlier life always fails the check. Stores written
+/// before files were reused use seed 0 (plain CRC32C).
+pub fn seed(segment: u32) -> u32 {
+    segment.wrapping_add(1).wrapping_mul(0x9E37_79B1)
+}
 const PERSISTENT: u8 = 1;
 
-/// Appends the record of `m` to `buf`.
-pub fn encode(buf: &mut Vec<u8>, m: &Message) {
+/// Appends the record of `m` to `buf`, checksummed from `seed`.
+pub fn encode(buf: &mut Vec<u8>, m: &Message, seed: u32) {
     let start = buf.len();
     buf.extend_from_slice(&[0; HEADER]);
     let flags = if m.is_persistent() { PERSISTENT } else { 0 };
@@ -67,7 +91,7 @@ pub fn encode(buf: &mut Vec<u8>, m: &Message) {
     buf.extend_from_slice(&m.raw_properties);
     buf.extend_from_slice(&m.body);
     let payload_len = (buf.len() - start - HEADER) as u32;
-    let crc = crc32c::crc32c(&buf[start + HEADER..]);
+    let crc = crc32c::crc32c_append(seed, &buf[start + HEADER..]);
     buf[start..start + 4].copy_from_slice(&payload_len.to_be_bytes());
     buf[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
 }
@@ -100,14 +124,19 @@ pub enum Read {
 pub enum Scan {
     /// A valid record: persistent flag, body size, total record length.
     Record(bool, u64, usize),
+    /// The [`END`] mark: no more records.
+    End,
     /// Not enough bytes for a whole record: a torn tail.
     Truncated,
     /// The checksum or the layout does not match: corruption.
     Corrupt,
 }
 
-/// Checks the record at the start of `data` (CRC and layout) without allocating.
-pub fn scan(data: &[u8]) -> Scan {
+/// Checks the record at the start of `data` (CRC from `seed`, layout) without allocating.
+pub fn scan(data: &[u8], seed: u32) -> Scan {
+    if data.starts_with(&end_mark(seed)) {
+        return Scan::End;
+    }
     if data.len() < HEADER {
         return Scan::Truncated;
     }
@@ -117,7 +146,7 @@ pub fn scan(data: &[u8]) -> Scan {
         return Scan::Truncated;
     }
     let p = &data[HEADER..HEADER + len];
-    if crc32c::crc32c(p) != crc {
+    if crc32c::crc32c_append(seed, p) != crc {
         return Scan::Corrupt;
     }
     let fixed = || -> Option<(bool, u64)> {
@@ -136,8 +165,8 @@ pub fn scan(data: &[u8]) -> Scan {
     }
 }
 
-/// Decodes the record at the start of `data`.
-pub fn decode(data: &[u8]) -> Read {
+/// Decodes the record at the start of `data` (CRC from `seed`).
+pub fn decode(data: &[u8], seed: u32) -> Read {
     if data.len() < HEADER {
         return Read::Truncated;
     }
@@ -147,7 +176,7 @@ pub fn decode(data: &[u8]) -> Read {
         return Read::Truncated;
     }
     let payload = &data[HEADER..HEADER + len];
-    if crc32c::crc32c(payload) != crc {
+    if crc32c::crc32c_append(seed, payload) != crc {
         return Read::Corrupt;
     }
     match decode_payload(payload) {
@@ -203,10 +232,10 @@ mod tests {
             Bytes::from_static(b"body"),
         );
         let mut buf = Vec::new();
-        encode(&mut buf, &m);
+        encode(&mut buf, &m, 0);
         assert_eq!(buf.len(), encoded_len(&m));
-        assert!(matches!(scan(&buf), Scan::Record(true, 4, n) if n == buf.len()));
-        match decode(&buf) {
+        assert!(matches!(scan(&buf, 0), Scan::Record(true, 4, n) if n == buf.len()));
+        match decode(&buf, 0) {
             Read::Record(d) => {
                 assert_eq!(
                     (d.exchange.as_str(), d.routing_key.as_str(), &d.body[..]),
@@ -216,10 +245,42 @@ mod tests {
             }
             _ => panic!("valid record"),
         }
-        assert!(matches!(decode(&buf[..buf.len() - 1]), Read::Truncated));
+        assert!(matches!(decode(&buf[..buf.len() - 1], 0), Read::Truncated));
         let mut flipped = buf.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0x40;
-        assert!(matches!(decode(&flipped), Read::Corrupt));
+        assert!(matches!(decode(&flipped, 0), Read::Corrupt));
+    }
+
+    #[test]
+    fn a_record_from_another_segment_never_passes() {
+        let m = Message::new(
+            String::new(),
+            "q".into(),
+            AMQPProperties::default().with_delivery_mode(2),
+            Bytes::from_static(b"same bytes"),
+        );
+        for (old, new) in [(0u32, 1u32), (1, 2), (7, 8), (41, 3), (u32::MAX - 1, 0)] {
+            assert_ne!(seed(old), seed(new));
+            let mut buf = Vec::new();
+            encode(&mut buf, &m, seed(old));
+            assert!(matches!(scan(&buf, seed(old)), Scan::Record(..)));
+            assert!(
+                matches!(scan(&buf, seed(new)), Scan::Corrupt),
+                "{old} read as {new}"
+            );
+            assert!(matches!(decode(&buf, seed(new)), Read::Corrupt));
+        }
+        // Legacy stores (seed 0) read plain CRC32C records.
+        let mut buf = Vec::new();
+        encode(&mut buf, &m, 0);
+        let crc = u32::from_be_bytes(buf[4..8].try_into().unwrap());
+        assert_eq!(crc, crc32c::crc32c(&buf[HEADER..]));
+        // The end mark stops a scan, whatever follows it; zeros are no end mark.
+        let mut ended = end_mark(seed(3)).to_vec();
+        ended.extend_from_slice(&buf);
+        assert!(matches!(scan(&ended, seed(3)), Scan::End));
+        assert!(matches!(scan(&ended, seed(4)), Scan::Corrupt));
+        assert!(matches!(scan(&[0; 64], seed(3)), Scan::Corrupt));
     }
 }
