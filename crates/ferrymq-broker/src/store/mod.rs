@@ -1,10 +1,11 @@
 //! The durable message store: per-queue append-only segment files with
 //! length + CRC32C framing, an ack log, recovery, and group-commit fsync.
 //!
-//! Layout under the data dir: `queues/<id>/seg-<n>.dat` holds records,
-//! `queues/<id>/acks.log` holds 9-byte entries (`A` acked, `D` delivered) naming
-//! a record by (segment, offset). A segment whose records are all acked is
-//! deleted. Only persistent messages wait for fsync before their confirm;
+//! Layout under the data dir: `queues/<id>/seg-<n>.seg` holds records (`.dat`:
+//! written before segment files were reused), `queues/<id>/acks.log` holds
+//! 9-byte entries (`A` acked, `D` delivered, `I` a federated message's identity)
+//! naming a record by (segment, offset). A segment whose records are all acked
+//! is deleted, or kept as the queue's next segment. Only persistent messages wait for fsync before their confirm;
 //! the same durability point ([`Durability::synced_epoch`]) is exposed to
 //! internal callers such as federation links.
 
