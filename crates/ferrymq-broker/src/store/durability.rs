@@ -8,22 +8,11 @@
 
 use super::queue_store::StoreShared;
 use parking_lot::{Condvar, Mutex, RwLock};
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 type Listener = Box<dyn Fn(u64) + Send + Sync>;
-/// Files for the fsync helper, and where it answers with the errors.
-type HelperJob = (
-    Vec<Arc<File>>,
-    std::sync::mpsc::SyncSender<Vec<std::io::Error>>,
-);
-
-/// `fdatasync`s each file; returns the errors.
-fn sync_all(files: &[Arc<File>]) -> Vec<std::io::Error> {
-    files.iter().filter_map(|f| f.sync_data().err()).collect()
-}
 
 /// How long a round waits when only writes nobody waits for (acks) are pending.
 pub const LAZY_ROUND_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
@@ -47,8 +36,6 @@ pub struct Durability {
     failure_listeners: RwLock<Vec<Box<dyn Fn() + Send + Sync>>>,
     /// Unlinks retired segment files off the sync thread (set by [`Durability::spawn`]).
     janitor: Mutex<Option<std::sync::mpsc::Sender<PathBuf>>>,
-    /// Fsyncs part of a round's files beside the sync thread (set by [`Durability::spawn`]).
-    sync_helper: Mutex<Option<std::sync::mpsc::Sender<HelperJob>>>,
     /// Spare segment files kept by all stores (see `queue_store::MAX_SPARES`).
     spares: AtomicUsize,
     /// One round at a time, in epoch order (shutdown's final round may meet one
@@ -72,7 +59,6 @@ impl Default for Durability {
             failed: std::sync::atomic::AtomicBool::new(false),
             failure_listeners: RwLock::new(Vec::new()),
             janitor: Mutex::new(None),
-            sync_helper: Mutex::new(None),
             spares: AtomicUsize::new(0),
             rounds_lock: Mutex::new(()),
         }
@@ -144,10 +130,9 @@ impl Durability {
         }
     }
 
-    /// Starts the sync thread, its fsync helper, and the thread that deletes
-    /// drained segments (unlinking an 8 MiB file takes up to ~10 ms on ext4, and
-    /// on the sync thread every waiting confirm and federation ack would wait for
-    /// it too).
+    /// Starts the sync thread (and the thread that deletes drained segments:
+    /// unlinking an 8 MiB file takes up to ~10 ms on ext4, and on the sync thread
+    /// every waiting confirm and federation ack would wait for it too).
     pub fn spawn(self: &Arc<Self>) -> std::thread::JoinHandle<()> {
         let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
         std::thread::Builder::new()
@@ -161,16 +146,6 @@ impl Durability {
             })
             .expect("spawn unlink thread");
         *self.janitor.lock() = Some(tx);
-        let (tx, rx) = std::sync::mpsc::channel::<HelperJob>();
-        std::thread::Builder::new()
-            .name("ferrymq-sync-helper".into())
-            .spawn(move || {
-                for (files, reply) in rx {
-                    let _ = reply.send(sync_all(&files));
-                }
-            })
-            .expect("spawn fsync helper thread");
-        *self.sync_helper.lock() = Some(tx);
         let me = self.clone();
         std::thread::Builder::new()
             .name("ferrymq-sync".into())
@@ -249,31 +224,11 @@ impl Durability {
                 Err(e) => self.fail(&format!("writing {}: {e}", store.dir.display())),
             }
         }
-        // Half the files go to the helper thread: concurrent fdatasyncs share the
-        // journal commit the appended ones need (one round writes at least a
-        // segment and an ack log): the fsync phase of a federation drain's rounds
-        // measured ~17% shorter (2.0 -> 1.65 ms), the drain ~6% faster.
-        let mut helped = None;
-        if files.len() > 1 {
-            if let Some(helper) = self.sync_helper.lock().clone() {
-                let (tx, rx) = std::sync::mpsc::sync_channel(1);
-                let half = files.split_off(files.len() / 2);
-                match helper.send((half, tx)) {
-                    Ok(()) => helped = Some(rx),
-                    Err(e) => files.extend(e.0 .0),
-                }
+        for f in files {
+            if let Err(e) = f.sync_data() {
+                // Linux does not retry a failed fsync: the data may be gone for good.
+                self.fail(&format!("fsync: {e}"));
             }
-        }
-        let mut errors = sync_all(&files);
-        if let Some(rx) = helped {
-            match rx.recv() {
-                Ok(e) => errors.extend(e),
-                Err(_) => errors.push(std::io::Error::other("the fsync helper thread is gone")),
-            }
-        }
-        for e in errors {
-            // Linux does not retry a failed fsync: the data may be gone for good.
-            self.fail(&format!("fsync: {e}"));
         }
         // Announcing any epoch after a failure would confirm data that may not be
         // on disk (a later epoch releases earlier confirms too), so stop for good.

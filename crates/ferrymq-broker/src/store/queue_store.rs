@@ -1391,36 +1391,6 @@ mod tests {
     }
 
     #[test]
-    fn rounds_shared_with_the_fsync_helper_complete_for_every_store() {
-        use std::time::{Duration, Instant};
-        let d = Durability::new();
-        d.spawn();
-        let dirs: Vec<PathBuf> = (0..5).map(|i| tmp(&format!("helper-{i}"))).collect();
-        let stores: Vec<QueueStore> = dirs
-            .iter()
-            .map(|dir| QueueStore::open(dir.clone(), d.clone()).unwrap().0)
-            .collect();
-        let mut last = 0;
-        for (i, s) in stores.iter().enumerate() {
-            let (loc, epoch) = s.append(&msg(&format!("m{i}"), true)).unwrap();
-            s.ack(loc); // an ack-log write too: two files per store
-            let (_, epoch2) = s.append(&msg(&format!("n{i}"), true)).unwrap();
-            last = last.max(epoch).max(epoch2);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while d.synced_epoch() < last {
-            assert!(Instant::now() < deadline, "never synced");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        d.stop();
-        for (i, dir) in dirs.iter().enumerate() {
-            let (got, _) = recovered(dir, usize::MAX);
-            assert_eq!(got, [format!("n{i}")]);
-            let _ = fs::remove_dir_all(dir);
-        }
-    }
-
-    #[test]
     fn acks_alone_wait_for_a_lazy_round_records_do_not() {
         use crate::store::durability::LAZY_ROUND_DELAY;
         use std::time::{Duration, Instant};
