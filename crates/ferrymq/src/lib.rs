@@ -167,6 +167,31 @@ async fn serve_https(
     .await
 }
 
+/// Removes `federation/*.dedup`: versions before the identities moved into the
+/// queues' ack logs kept each link's duplicate window there, and nothing reads
+/// them now.
+fn remove_link_window_files(data_dir: &std::path::Path) {
+    let dir = data_dir.join("federation");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut removed = 0;
+    for entry in entries.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        if path.extension().is_some_and(|x| x == "dedup") && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    // Only if nothing else lives there.
+    let _ = std::fs::remove_dir(&dir);
+    if removed > 0 {
+        tracing::info!(
+            "removed {removed} obsolete federation window file(s) from {}",
+            dir.display()
+        );
+    }
+}
+
 /// Creates the broker state and binds every listener of `cfg`.
 pub async fn start(cfg: &Config) -> Result<Running, String> {
     let (broker, existed) = Broker::open(&cfg.data_dir)?;
@@ -185,6 +210,7 @@ pub async fn start(cfg: &Config) -> Result<Running, String> {
         );
     }
     tracing::info!("data directory {}", cfg.data_dir.display());
+    remove_link_window_files(&cfg.data_dir);
 
     let amqp_listeners = bind_all(&cfg.amqp_bind).await?;
     let mut amqp_addrs = Vec::new();

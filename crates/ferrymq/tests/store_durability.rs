@@ -1,5 +1,6 @@
 //! Durability over real restarts of the `ferrymq` binary: clean restart,
-//! repeated SIGKILL under a confirming publisher, and damaged segment tails.
+//! repeated SIGKILL under a confirming publisher, damaged segment tails, and
+//! files older versions left behind.
 
 mod common;
 use common::process::*;
@@ -391,6 +392,24 @@ async fn concurrent_durable_declares_share_one_store_and_tx_commit_is_durable() 
         .map(|(b, _)| b)
         .collect();
     assert_eq!(got, ["confirmed", "committed"]);
+    p.term();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn obsolete_link_window_files_are_removed_at_start() {
+    let dir = tmpdir("dedup-files");
+    let windows = dir.join("federation");
+    std::fs::create_dir_all(&windows).unwrap();
+    std::fs::write(windows.join("link-1.dedup"), [0u8; 64]).unwrap();
+    let p = spawn(&dir, free_port());
+    assert!(
+        !windows.exists(),
+        "the federation/ directory of per-link windows is gone"
+    );
+    assert!(p
+        .log_text()
+        .contains("removed 1 obsolete federation window file"));
     p.term();
     let _ = std::fs::remove_dir_all(dir);
 }
