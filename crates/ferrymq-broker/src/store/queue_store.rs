@@ -672,8 +672,8 @@ impl QueueStore {
             segment: w.current,
             offset: w.current_len as u32,
         };
-        let seed = w.segments.get(&loc.segment).expect("current segment").seed;
-        record::encode(&mut w.buf, m, seed);
+        // The current segment is always one this process created: no lookup.
+        record::encode(&mut w.buf, m, record::seed(loc.segment));
         if let Some(d) = identity.filter(|_| m.is_persistent()) {
             w.acks_buf.push(IDENTITY);
             w.acks_buf.extend_from_slice(&d.to_le_bytes());
@@ -967,6 +967,15 @@ mod tests {
         Message::new("".into(), "q".into(), props, Bytes::from(body.to_owned()))
     }
 
+    /// A new store in a scratch directory, with a durability point not running
+    /// (rounds happen on `sync_now`).
+    fn fresh(name: &str) -> (PathBuf, Arc<Durability>, QueueStore) {
+        let dir = tmp(name);
+        let d = Durability::new();
+        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        (dir, d, s)
+    }
+
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("ferrymq-store-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
@@ -1012,9 +1021,7 @@ mod tests {
 
     #[test]
     fn ack_log_is_compacted_as_segments_go() {
-        let dir = tmp("compact");
-        let d = Durability::new();
-        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        let (dir, d, s) = fresh("compact");
         let body = "x".repeat(100);
         let mut last = None;
         for i in 0..300_000u32 {
@@ -1039,9 +1046,7 @@ mod tests {
 
     #[test]
     fn identities_are_logged_with_their_messages_and_outlive_them() {
-        let dir = tmp("identities");
-        let d = Durability::new();
-        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        let (dir, d, s) = fresh("identities");
         let (a, _) = s.append_identified(&msg("a", true), Some(11)).unwrap();
         s.append_identified(&msg("t", false), Some(12)).unwrap();
         let (b, _) = s.append_identified(&msg("b", true), Some(13)).unwrap();
@@ -1066,9 +1071,7 @@ mod tests {
 
     #[test]
     fn identity_entries_are_bounded_by_compaction() {
-        let dir = tmp("identities-bounded");
-        let d = Durability::new();
-        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        let (dir, d, s) = fresh("identities-bounded");
         s.shared.w.lock().identities_kept = 5;
         for i in 0..40u64 {
             let (loc, _) = s.append_identified(&msg("m", true), Some(i)).unwrap();
@@ -1252,9 +1255,7 @@ mod tests {
 
     #[test]
     fn a_hole_of_zeros_is_damage_not_an_end() {
-        let dir = tmp("zeros");
-        let d = Durability::new();
-        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        let (dir, d, s) = fresh("zeros");
         let (a, _) = s.append(&msg("kept", true)).unwrap();
         let (b, _) = s.append(&msg("lost", true)).unwrap();
         d.sync_now();
@@ -1289,9 +1290,7 @@ mod tests {
 
     #[test]
     fn reads_during_a_round_write_see_every_record() {
-        let dir = tmp("in-flight");
-        let d = Durability::new();
-        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        let (dir, d, s) = fresh("in-flight");
         let mut locs = Vec::new();
         for i in 0..5 {
             locs.push(s.append(&msg(&format!("old{i}"), true)).unwrap().0);
@@ -1337,9 +1336,7 @@ mod tests {
 
     #[test]
     fn compaction_never_writes_an_identity_ahead_of_its_record() {
-        let dir = tmp("compact-ahead");
-        let d = Durability::new();
-        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        let (dir, d, s) = fresh("compact-ahead");
         s.shared.w.lock().identities_kept = 1;
         s.append_identified(&msg("one", true), Some(1)).unwrap();
         d.sync_now();
@@ -1370,9 +1367,7 @@ mod tests {
 
     #[test]
     fn torn_tail_is_truncated() {
-        let dir = tmp("torn");
-        let d = Durability::new();
-        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        let (dir, d, s) = fresh("torn");
         for i in 0..10 {
             s.append(&msg(&format!("m{i}"), true)).unwrap();
         }
@@ -1394,9 +1389,7 @@ mod tests {
     fn acks_alone_wait_for_a_lazy_round_records_do_not() {
         use crate::store::durability::LAZY_ROUND_DELAY;
         use std::time::{Duration, Instant};
-        let dir = tmp("lazy");
-        let d = Durability::new();
-        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        let (dir, d, s) = fresh("lazy");
         d.spawn();
         let wait = |what: &str, done: &dyn Fn() -> bool| {
             let deadline = Instant::now() + Duration::from_secs(10);
