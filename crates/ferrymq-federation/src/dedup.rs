@@ -2,15 +2,13 @@
 //! downstream (FerryMQ's `x-ferrymq-id` from a FerryMQ upstream, `message-id`
 //! from others), kept as 64-bit digests.
 //!
-//! The window lives in memory. Its durable copy is the local queue's ack log: a
-//! durable queue writes a federated message's digest in the same sync round as
-//! the message, after its record and before any ack of it (see
-//! `QueueStore::append_identified`), and a link starts with the newest digests
-//! of that log. So a message already consumed has its identity on disk, and the
-//! upstream's redelivery after a crash is dropped; a message whose record made it
-//! to disk but not its identity (a crash between the two writes) is still in the
-//! queue, where the link finds it among the newest messages. The upstream ack
-//! waits only for that one round.
+//! The window lives in memory. Its durable copy is the local queue's store: a
+//! durable queue writes a federated message's digest in the message's own record
+//! (see `QueueStore::append_identified`) and moves it to its ack log when the
+//! record's segment is deleted, and a link starts with the newest digests of both.
+//! So a message already consumed has its identity on disk, and the upstream's
+//! redelivery after a crash is dropped. The upstream ack waits only for the
+//! record's sync round.
 //!
 //! Only redeliveries of unacknowledged messages can come back, at most the
 //! prefetch count, so a window of a few hundred thousand suffices. Most

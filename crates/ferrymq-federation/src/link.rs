@@ -769,8 +769,9 @@ impl<'a> Session<'a> {
 }
 
 /// Adds to the window the identities of the newest messages this link stored that are
-/// still in the local queue. A crash between storing a message and recording its
-/// identity would otherwise let the upstream's redelivery in as a second copy.
+/// still in the local queue: those the store keeps no identity for (transient
+/// messages, non-durable queues) are still recognised when a link restarts in a
+/// running broker.
 fn seed_from_queue(cfg: &LinkConfig, dedup: &mut DedupWindow) {
     let window = cfg.upstream.prefetch_count as usize * 2;
     let mut found = 0;

@@ -163,7 +163,7 @@ impl Durability {
     pub fn sync_now(&self) {
         let _one = self.rounds_lock.lock();
         let (epoch, dirty) = self.take_round();
-        self.round(epoch, dirty);
+        self.round(epoch, dirty, true);
     }
 
     /// Starts a round: its epoch, and the stores written in it.
@@ -200,7 +200,7 @@ impl Durability {
             };
             let _one = self.rounds_lock.lock();
             let (epoch, dirty) = self.take_round();
-            self.round(epoch, dirty);
+            self.round(epoch, dirty, stop);
             if stop {
                 return;
             }
@@ -212,14 +212,20 @@ impl Durability {
         self.failed.load(Ordering::Acquire)
     }
 
-    fn round(&self, epoch: u64, dirty: Vec<Arc<StoreShared>>) {
+    /// Writes and fsyncs the stores written in `epoch`, then announces it. `all`:
+    /// leave nothing unsynced (shutdown, tests), not even the ack logs.
+    fn round(&self, epoch: u64, dirty: Vec<Arc<StoreShared>>, all: bool) {
         let mut files = Vec::new();
         let mut drained = Vec::new();
+        let mut deferred = Vec::new();
         for store in &dirty {
-            match store.flush() {
+            match store.flush(all) {
                 Ok(f) => {
                     files.extend(f.files);
                     drained.push((store, f.drained));
+                    if f.deferred {
+                        deferred.push(store);
+                    }
                 }
                 Err(e) => self.fail(&format!("writing {}: {e}", store.dir.display())),
             }
@@ -239,6 +245,9 @@ impl Durability {
         self.rounds.fetch_add(1, Ordering::Relaxed);
         for l in self.listeners.read().iter() {
             l(epoch);
+        }
+        for store in deferred {
+            store.defer(self);
         }
         // Drained segments go only now that the acks (and identities) naming their
         // messages are durable.

@@ -3,8 +3,10 @@
 //!
 //! Layout under the data dir: `queues/<id>/seg-<n>.seg` holds records (`.dat`:
 //! written before segment files were reused), `queues/<id>/acks.log` holds
-//! 9-byte entries (`A` acked, `D` delivered, `I` a federated message's identity)
-//! naming a record by (segment, offset). A segment whose records are all acked
+//! 9-byte entries (`A` acked, `D` delivered) naming a record by (segment, offset),
+//! and runs of `S` (a segment number) then `I` entries: identities of federated
+//! messages whose segment is gone (a record carries its own identity while its
+//! segment exists). A segment whose records are all acked
 //! is deleted, or kept as the queue's next segment. Only persistent messages wait for fsync before their confirm;
 //! the same durability point ([`Durability::synced_epoch`]) is exposed to
 //! internal callers such as federation links.

@@ -12,11 +12,17 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 const ACK: u8 = b'A';
 const DELIVERED: u8 = b'D';
-/// An ack-log entry carrying a federated message's identity digest instead of a location.
+/// An ack-log entry carrying the identity digest of a federated message whose
+/// segment is gone (the record carried it while the segment existed).
 const IDENTITY: u8 = b'I';
+/// An ack-log entry opening a run of [`IDENTITY`] entries: the segment their records
+/// were in. Segments drain in any order (one unacked message holds an old one), so
+/// the segment number, not the log order, says which identities are the newest.
+const IDENTITY_SEGMENT: u8 = b'S';
 const ACK_ENTRY: usize = 9;
 /// Identity entries kept by a compaction: enough for the largest window a
 /// federation link can need (four times the largest prefetch count).
@@ -70,9 +76,9 @@ struct Writer {
     garbage_entries: u64,
     /// Last durability epoch this store was registered for.
     registered_epoch: u64,
-    /// Segments with nothing live, deleted by the next round once their acks are
-    /// written: a consumed message must not vanish from the disk before the
-    /// identity-log entry written with it.
+    /// Segments with nothing live, deleted by the next round once their acks and
+    /// identities are written and fsynced: a consumed message's identity must not
+    /// vanish from the disk with its record.
     doomed: Vec<u32>,
     /// Drained segments a round has taken: their files are renamed away once the
     /// round's fsync made the acks (and identities) naming them durable.
@@ -80,12 +86,20 @@ struct Writer {
     /// The ack log is due a compaction (done by the next round).
     compact_due: bool,
     /// Identity entries in the ack log (file and buffer). A federated message's
-    /// identity goes into the ack log right after its record is encoded: it reaches
-    /// the disk in the same round as the record, after it, and before any ack of
-    /// the message. So a consumed message always has its identity on disk; a crash
-    /// between the record's write and the identity's leaves the message in the
-    /// queue, where a restarted link finds it among the newest messages.
+    /// identity is written in its record, so it is durable with the message and
+    /// costs the round no second file. While the segment exists its identities are
+    /// also kept here, in `seg_identities`; when the segment is drained they move
+    /// into the ack log, which the round that retires the segment fsyncs first. So
+    /// a consumed message's identity is always on disk.
     identities: u64,
+    /// Identity digests of each segment's records, with their offsets, oldest first.
+    seg_identities: BTreeMap<u32, Vec<(u32, u64)>>,
+    /// Ack-log bytes written but not fsynced: a round with records to sync leaves
+    /// the ack log to a later round (at most [`ACKS_SYNC_EVERY`] later), as acks
+    /// are not promised durable; that saves most rounds a second fsync.
+    acks_unsynced: bool,
+    /// When a round last took the ack log's fsync.
+    acks_synced_at: Instant,
     /// Identity entries a compaction keeps ([`IDENTITIES_KEPT`]; smaller in tests).
     identities_kept: u64,
     /// Segment bytes being written by a sync round outside the lock.
@@ -103,6 +117,81 @@ struct Writer {
     spare: Option<PathBuf>,
     /// Recovered segments in the `.dat` format (plain CRC32C).
     legacy: HashSet<u32>,
+}
+
+/// The longest a written ack waits for its fsync while rounds keep coming. A crash
+/// can bring back about this much of the newest acked messages as redeliveries
+/// (acks were never promised durable).
+const ACKS_SYNC_EVERY: std::time::Duration = super::durability::LAZY_ROUND_DELAY;
+
+/// The identities in ack-log bytes with the segment each came from, in log order.
+/// Entries logged before identities were grouped by segment count as segment 0.
+fn logged_identities(log: &[u8]) -> Vec<(u32, u64)> {
+    let mut segment = 0;
+    let mut out = Vec::new();
+    for e in log.chunks_exact(ACK_ENTRY) {
+        match e[0] {
+            IDENTITY => out.push((segment, u64::from_le_bytes(e[1..].try_into().expect("8")))),
+            IDENTITY_SEGMENT => segment = u32::from_be_bytes(e[1..5].try_into().expect("4")),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Appends identities as ack-log entries: a segment entry before each run.
+fn log_identities(out: &mut Vec<u8>, ids: &[(u32, u64)]) {
+    let mut run = None;
+    for &(segment, d) in ids {
+        if run != Some(segment) {
+            run = Some(segment);
+            out.push(IDENTITY_SEGMENT);
+            out.extend_from_slice(&segment.to_be_bytes());
+            out.extend_from_slice(&[0; 4]);
+        }
+        out.push(IDENTITY);
+        out.extend_from_slice(&d.to_le_bytes());
+    }
+}
+
+/// The newest `n` identities (by segment, then position), oldest first.
+fn newest_identities(mut ids: Vec<(u32, u64)>, n: usize) -> Vec<(u32, u64)> {
+    // Stable: within a segment, log and record order are append order.
+    ids.sort_by_key(|&(segment, _)| segment);
+    let extra = ids.len().saturating_sub(n);
+    ids.drain(..extra);
+    ids
+}
+
+impl Writer {
+    /// Bytes of segment `id` a round has written (a range still being written counts not).
+    fn written_len(&self, id: u32, s: &Segment) -> u64 {
+        match &self.in_flight {
+            Some(f) if f.segment == id => f.at.min(s.flushed),
+            _ => s.flushed,
+        }
+    }
+
+    /// Takes a segment with nothing live out of the queue. The next round writes
+    /// the acks that drained it and its identities (moved to the ack log here),
+    /// fsyncs them, and only then deletes the file.
+    fn doom(&mut self, segment: u32) {
+        self.segments.remove(&segment);
+        self.doomed.push(segment);
+        let dead = self.entries_per_segment.remove(&segment).unwrap_or(0);
+        self.garbage_entries += dead;
+        let ids = self.seg_identities.remove(&segment).unwrap_or_default();
+        let ids: Vec<_> = ids.into_iter().map(|(_, d)| (segment, d)).collect();
+        log_identities(&mut self.acks_buf, &ids);
+        self.identities += ids.len() as u64;
+        if self.identities > 2 * self.identities_kept {
+            self.compact_due = true;
+        }
+        let live: u64 = self.entries_per_segment.values().sum();
+        if self.garbage_entries >= COMPACT_AFTER && self.garbage_entries > live {
+            self.compact_due = true;
+        }
+    }
 }
 
 /// State shared between a queue and the sync thread.
@@ -234,13 +323,16 @@ fn replace_file(dir: &Path, name: &str, data: &[u8]) -> io::Result<File> {
 const COMPACT_AFTER: u64 = 100_000;
 
 impl StoreShared {
-    /// Writes what is buffered: the records first, then the ack log (identities
-    /// and acks in the order they were logged); then compacts the ack log if due.
-    /// Returns the files to fsync and the drained segments to delete once they are
-    /// synced ([`StoreShared::retire`]). The writes happen outside the writer lock,
-    /// so publishers and acks to this queue do not wait for the page cache.
-    pub(super) fn flush(&self) -> io::Result<Flushed> {
-        let (records, acks, drained, writing) = {
+    /// Writes what is buffered: the records first, then the ack log (acks and the
+    /// identities of drained segments, in the order they were logged); then
+    /// compacts the ack log if due. Returns the files to fsync and the drained
+    /// segments to delete once they are synced ([`StoreShared::retire`]). The
+    /// writes happen outside the writer lock, so publishers and acks to this queue
+    /// do not wait for the page cache. The ack log is left unsynced (`deferred`)
+    /// when records are being synced anyway, nothing was drained, its last fsync is
+    /// recent, and `all` (shutdown, tests) is not asked.
+    pub(super) fn flush(&self, all: bool) -> io::Result<Flushed> {
+        let (records, acks, drained, writing, sync_acks, w_unsynced) = {
             let mut w = self.w.lock();
             if w.destroyed {
                 return Ok(Flushed::default());
@@ -280,12 +372,25 @@ impl StoreShared {
                 w.acks_in_flight = Some((at, data.clone()));
                 Some((w.acks.clone(), at, data))
             };
-            (records, acks, drained, writing)
+            let unsynced = w.acks_unsynced || acks.is_some();
+            let due = all
+                || records.is_none()
+                || !drained.is_empty()
+                || w.acks_synced_at.elapsed() >= ACKS_SYNC_EVERY;
+            let sync_acks = (unsynced && due).then(|| w.acks.clone());
+            if sync_acks.is_some() {
+                w.acks_unsynced = false;
+                w.acks_synced_at = Instant::now();
+            } else {
+                w.acks_unsynced = unsynced;
+            }
+            (records, acks, drained, writing, sync_acks, unsynced)
         };
         // After a failed write nothing more is confirmed (the sync thread announces
         // no epoch from then on), so the bytes need not be kept for a retry.
         let mut out = Flushed {
             files: Vec::new(),
+            deferred: sync_acks.is_none() && w_unsynced,
             drained,
         };
         if let Some((file, at, data)) = &records {
@@ -295,8 +400,8 @@ impl StoreShared {
         drop(writing);
         if let Some((file, at, data)) = &acks {
             file.write_all_at(data, *at)?;
-            out.files.push(file.clone());
         }
+        out.files.extend(sync_acks);
         let mut w = self.w.lock();
         let w = &mut *w;
         if records.is_some() {
@@ -307,11 +412,25 @@ impl StoreShared {
         }
         if w.compact_due && !w.destroyed {
             w.compact_due = false;
-            if let Err(e) = compact(&self.dir, w) {
-                tracing::warn!("compacting {}/acks.log: {e}", self.dir.display());
+            match compact(&self.dir, w) {
+                Ok(()) => {
+                    // The new log was fsynced whole.
+                    w.acks_unsynced = false;
+                    w.acks_synced_at = Instant::now();
+                }
+                Err(e) => tracing::warn!("compacting {}/acks.log: {e}", self.dir.display()),
             }
         }
         Ok(out)
+    }
+
+    /// Registers the store for the next round (a lazy one if nothing else comes),
+    /// which fsyncs the ack log a round left unsynced.
+    pub(super) fn defer(self: &Arc<Self>, durability: &Durability) {
+        let mut w = self.w.lock();
+        if !w.destroyed {
+            durability.written(self, &mut w.registered_epoch, false);
+        }
     }
 
     /// Takes drained segments out of the queue after the round that wrote their
@@ -362,6 +481,9 @@ impl StoreShared {
 pub(super) struct Flushed {
     /// Files to fsync.
     pub files: Vec<Arc<File>>,
+    /// Ack-log bytes were written but left for a later round to fsync: the store
+    /// must be in the next round's list ([`StoreShared::defer`]).
+    pub deferred: bool,
     /// Drained segments to delete once the fsync is done.
     pub drained: Vec<u32>,
 }
@@ -405,7 +527,6 @@ fn compact(dir: &Path, w: &mut Writer) -> io::Result<()> {
         .chunks_exact(ACK_ENTRY)
         .filter(|e| e[0] == IDENTITY)
         .count() as u64;
-    let ids_in_file = w.identities.saturating_sub(buffered_ids);
     // A drained segment's file exists until its round retires it: keep its entries.
     let present = |segment: u32| {
         w.segments.contains_key(&segment)
@@ -413,14 +534,8 @@ fn compact(dir: &Path, w: &mut Writer) -> io::Result<()> {
             || w.retiring.contains(&segment)
     };
     let mut kept = Vec::new();
-    let mut skip_ids = ids_in_file.saturating_sub(w.identities_kept);
     for e in old.chunks_exact(ACK_ENTRY) {
-        if e[0] == IDENTITY {
-            if skip_ids > 0 {
-                skip_ids -= 1;
-            } else {
-                kept.extend_from_slice(e);
-            }
+        if e[0] == IDENTITY || e[0] == IDENTITY_SEGMENT {
             continue;
         }
         let segment = u32::from_be_bytes(e[1..5].try_into().expect("4"));
@@ -428,11 +543,13 @@ fn compact(dir: &Path, w: &mut Writer) -> io::Result<()> {
             kept.extend_from_slice(e);
         }
     }
+    let ids = newest_identities(logged_identities(&old), w.identities_kept as usize);
+    log_identities(&mut kept, &ids);
     let file = replace_file(dir, "acks.log", &kept)?;
     w.acks = Arc::new(file);
     w.acks_len = kept.len() as u64;
     w.garbage_entries = 0;
-    w.identities = ids_in_file.min(w.identities_kept) + buffered_ids;
+    w.identities = ids.len() as u64 + buffered_ids;
     Ok(())
 }
 
@@ -484,13 +601,9 @@ impl QueueStore {
         let existing: HashSet<u32> = seg_ids.iter().map(|s| s.0).collect();
         let mut acked = HashSet::new();
         let mut delivered = HashSet::new();
-        let mut identities = std::collections::VecDeque::new();
+        let logged = logged_identities(&acks_data[..whole]);
         for e in acks_data[..whole].chunks_exact(ACK_ENTRY) {
-            if e[0] == IDENTITY {
-                identities.push_back(&e[1..]);
-                if identities.len() as u64 > IDENTITIES_KEPT {
-                    identities.pop_front();
-                }
+            if e[0] == IDENTITY || e[0] == IDENTITY_SEGMENT {
                 continue;
             }
             let loc = Loc {
@@ -510,12 +623,9 @@ impl QueueStore {
                 _ => {}
             }
         }
-        let identities: Vec<u8> = identities
-            .into_iter()
-            .flat_map(|d| std::iter::once(IDENTITY).chain(d.iter().copied()))
-            .collect();
         drop(acks_data);
         let mut segments = BTreeMap::new();
+        let mut seg_identities: BTreeMap<u32, Vec<(u32, u64)>> = BTreeMap::new();
         let mut messages = Recovered::default();
         for &(id, is_legacy) in &seg_ids {
             let (path, seed) = if is_legacy {
@@ -526,14 +636,24 @@ impl QueueStore {
             let data = fs::read(&path)?;
             let mut at = 0usize;
             let mut live = 0u32;
+            let mut ids = Vec::new();
             while at < data.len() {
                 match record::scan(&data[at..], seed) {
-                    Scan::Record(persistent, size, n) => {
+                    Scan::Record {
+                        persistent,
+                        size,
+                        len,
+                        identity,
+                    } => {
                         let loc = Loc {
                             segment: id,
                             offset: at as u32,
                         };
-                        at += n;
+                        at += len;
+                        // Consumed or not: the identity outlives the message.
+                        if let Some(d) = identity {
+                            ids.push((loc.offset, d));
+                        }
                         if acked.contains(&loc) {
                             continue;
                         }
@@ -555,6 +675,9 @@ impl QueueStore {
                         break;
                     }
                 }
+            }
+            if !ids.is_empty() {
+                seg_identities.insert(id, ids);
             }
             let file = open_rw(&path)?;
             if (at as u64) < data.len() as u64 {
@@ -584,12 +707,39 @@ impl QueueStore {
                 seed: record::seed(current),
             },
         );
-        // Segments with nothing live are garbage now.
+        // Segments with nothing live are garbage now. Their identities move to the
+        // ack log; the files go only once the new log is on disk.
         let empty: Vec<u32> = segments
             .iter()
             .filter(|(id, s)| s.live == 0 && **id != current)
             .map(|(id, _)| *id)
             .collect();
+        let mut identities = logged;
+        for id in &empty {
+            let ids = seg_identities.remove(id).unwrap_or_default();
+            identities.extend(ids.into_iter().map(|(_, d)| (*id, d)));
+        }
+        let identities = newest_identities(identities, IDENTITIES_KEPT as usize);
+        // Start from a compact ack log: only entries for segments still present
+        // (the empty ones' too, until their files are gone).
+        let mut entries = Vec::with_capacity((acked.len() + delivered.len()) * ACK_ENTRY);
+        let mut per_segment: HashMap<u32, u64> = HashMap::new();
+        let mut garbage_entries = 0;
+        for (tag, set) in [(ACK, &acked), (DELIVERED, &delivered)] {
+            for loc in set.iter().filter(|l| segments.contains_key(&l.segment)) {
+                entries.push(tag);
+                entries.extend_from_slice(&loc.segment.to_be_bytes());
+                entries.extend_from_slice(&loc.offset.to_be_bytes());
+                if empty.contains(&loc.segment) {
+                    garbage_entries += 1;
+                } else {
+                    *per_segment.entry(loc.segment).or_default() += 1;
+                }
+            }
+        }
+        log_identities(&mut entries, &identities);
+        let identity_count = identities.len() as u64;
+        let acks_file = replace_file(&dir, "acks.log", &entries)?;
         let mut legacy = legacy;
         for id in empty {
             segments.remove(&id);
@@ -600,20 +750,6 @@ impl QueueStore {
             };
             let _ = fs::remove_file(path);
         }
-        // Start from a compact ack log: only entries for segments still present.
-        let mut entries = Vec::with_capacity((acked.len() + delivered.len()) * ACK_ENTRY);
-        let mut per_segment: HashMap<u32, u64> = HashMap::new();
-        for (tag, set) in [(ACK, &acked), (DELIVERED, &delivered)] {
-            for loc in set.iter().filter(|l| segments.contains_key(&l.segment)) {
-                entries.push(tag);
-                entries.extend_from_slice(&loc.segment.to_be_bytes());
-                entries.extend_from_slice(&loc.offset.to_be_bytes());
-                *per_segment.entry(loc.segment).or_default() += 1;
-            }
-        }
-        let identity_count = (identities.len() / ACK_ENTRY) as u64;
-        entries.extend_from_slice(&identities);
-        let acks_file = replace_file(&dir, "acks.log", &entries)?;
         let shared = Arc::new(StoreShared {
             dir,
             writing: Mutex::new(()),
@@ -626,13 +762,16 @@ impl QueueStore {
                 acks_len: entries.len() as u64,
                 acks_buf: Vec::new(),
                 entries_per_segment: per_segment,
-                garbage_entries: 0,
+                garbage_entries,
                 registered_epoch: 0,
                 doomed: Vec::new(),
                 retiring: Vec::new(),
                 compact_due: false,
                 identities: identity_count,
                 identities_kept: IDENTITIES_KEPT,
+                seg_identities,
+                acks_unsynced: false,
+                acks_synced_at: Instant::now(),
                 in_flight: None,
                 acks_in_flight: None,
                 destroyed: false,
@@ -664,7 +803,8 @@ impl QueueStore {
         if w.destroyed {
             return Err(io::Error::new(io::ErrorKind::NotFound, "queue deleted"));
         }
-        let len = record::encoded_len(m) as u64;
+        let identity = identity.filter(|_| m.is_persistent());
+        let len = record::encoded_len(m, identity.is_some()) as u64;
         if w.current_len > 0 && w.current_len + len > SEGMENT_SIZE {
             self.roll(&mut w)?;
         }
@@ -673,14 +813,10 @@ impl QueueStore {
             offset: w.current_len as u32,
         };
         // The current segment is always one this process created: no lookup.
-        record::encode(&mut w.buf, m, record::seed(loc.segment));
-        if let Some(d) = identity.filter(|_| m.is_persistent()) {
-            w.acks_buf.push(IDENTITY);
-            w.acks_buf.extend_from_slice(&d.to_le_bytes());
-            w.identities += 1;
-            if w.identities > 2 * w.identities_kept {
-                w.compact_due = true;
-            }
+        record::encode(&mut w.buf, m, record::seed(loc.segment), identity);
+        if let Some(d) = identity {
+            let ids = w.seg_identities.entry(loc.segment).or_default();
+            ids.push((loc.offset, d));
         }
         w.current_len += len;
         let cur = w.current;
@@ -748,11 +884,7 @@ impl QueueStore {
         w.current = next;
         w.current_len = 0;
         if w.segments.get(&cur).is_some_and(|s| s.live == 0) {
-            w.segments.remove(&cur);
-            w.doomed.push(cur);
-            let dead = w.entries_per_segment.remove(&cur).unwrap_or(0);
-            w.garbage_entries += dead;
-            self.maybe_compact(w);
+            w.doom(cur);
         }
         Ok(())
     }
@@ -776,45 +908,48 @@ impl QueueStore {
                 None => false,
             };
             if gone {
-                w.segments.remove(&loc.segment);
-                w.doomed.push(loc.segment);
-                let dead = w.entries_per_segment.remove(&loc.segment).unwrap_or(0);
-                w.garbage_entries += dead;
-                self.maybe_compact(&mut w);
+                w.doom(loc.segment);
             }
         }
         self.durability
             .written(&self.shared, &mut w.registered_epoch, false);
     }
 
-    fn maybe_compact(&self, w: &mut Writer) {
-        let live: u64 = w.entries_per_segment.values().sum();
-        if w.garbage_entries >= COMPACT_AFTER && w.garbage_entries > live {
-            w.compact_due = true;
-        }
-    }
-
     /// The newest `limit` identity digests logged by [`QueueStore::append_identified`]
-    /// that a sync round has written, oldest first.
+    /// whose records a round has written, oldest first (by segment, then position),
+    /// from the ack log (drained segments) and from the segments still there.
     pub fn recent_identities(&self, limit: usize) -> io::Result<Vec<u64>> {
-        // Only what a round has written: a buffered identity may belong to a message
-        // that never reaches the disk (a store that stopped syncing), and dropping
-        // its redelivery would lose it.
-        let (file, written) = {
+        // Only records a round has written: a buffered record may never reach the
+        // disk (a store that stopped syncing), and dropping its redelivery would
+        // lose it. The ack log's buffered and in-flight entries are identities of
+        // drained segments, whose records a roll already wrote and fsynced.
+        let (file, written, mut not_in_file) = {
             let w = self.shared.w.lock();
             let written = w.acks_in_flight.as_ref().map_or(w.acks_len, |(at, _)| *at);
-            (w.acks.clone(), written)
+            let mut ids = Vec::new();
+            if let Some((_, data)) = &w.acks_in_flight {
+                ids.extend(logged_identities(data));
+            }
+            ids.extend(logged_identities(&w.acks_buf));
+            for (id, in_segment) in &w.seg_identities {
+                let upto = w.segments.get(id).map_or(0, |s| w.written_len(*id, s));
+                ids.extend(
+                    in_segment
+                        .iter()
+                        .take_while(|(offset, _)| u64::from(*offset) < upto)
+                        .map(|(_, d)| (*id, *d)),
+                );
+            }
+            (w.acks.clone(), written, ids)
         };
         let mut log = vec![0u8; written as usize];
         file.read_exact_at(&mut log, 0)?;
-        let mut out: Vec<u64> = log
-            .chunks_exact(ACK_ENTRY)
-            .filter(|e| e[0] == IDENTITY)
-            .map(|e| u64::from_le_bytes(e[1..].try_into().expect("8 bytes")))
-            .collect();
-        let extra = out.len().saturating_sub(limit);
-        out.drain(..extra);
-        Ok(out)
+        let mut ids = logged_identities(&log);
+        ids.append(&mut not_in_file);
+        Ok(newest_identities(ids, limit)
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect())
     }
 
     /// Records that a stored message left the queue (acked, expired, purged…).
@@ -865,15 +1000,11 @@ impl QueueStore {
             let w = self.shared.w.lock();
             // How far each segment's file can be read: a range a round is still
             // writing (counted in `flushed` already) is read from `in_flight` instead.
-            let readable = |id: u32, s: &Segment| match &w.in_flight {
-                Some(f) if f.segment == id => f.at.min(s.flushed),
-                _ => s.flushed,
-            };
             let files: BTreeMap<u32, (Arc<File>, u64, u32)> = w
                 .segments
                 .iter()
                 .filter(|(id, _)| locs.iter().any(|l| l.segment == **id))
-                .map(|(id, s)| (*id, (s.file.clone(), readable(*id, s), s.seed)))
+                .map(|(id, s)| (*id, (s.file.clone(), w.written_len(*id, s), s.seed)))
                 .collect();
             let cur = w.current;
             let flushed = w.segments.get(&cur).map_or(0, |s| s.flushed);
@@ -945,6 +1076,7 @@ impl QueueStore {
         let mut w = self.shared.w.lock();
         w.destroyed = true;
         w.segments.clear();
+        w.seg_identities.clear();
         if w.spare.take().is_some() {
             self.durability.spare_released();
         }
@@ -1072,23 +1204,182 @@ mod tests {
     #[test]
     fn identity_entries_are_bounded_by_compaction() {
         let (dir, d, s) = fresh("identities-bounded");
-        s.shared.w.lock().identities_kept = 5;
-        for i in 0..40u64 {
-            let (loc, _) = s.append_identified(&msg("m", true), Some(i)).unwrap();
+        s.shared.w.lock().identities_kept = 3;
+        // Each message fills a segment of its own: every ack drains one, and its
+        // identity moves to the ack log.
+        let big = "x".repeat(SEGMENT_SIZE as usize / 2 + 1);
+        for i in 0..12u64 {
+            let (loc, _) = s.append_identified(&msg(&big, true), Some(i)).unwrap();
+            d.sync_now();
             s.ack(loc);
             d.sync_now();
         }
-        // 40 acks (their segment is still the current one) and at most 11 identities,
-        // not all 40.
-        let size = fs::metadata(dir.join("acks.log")).unwrap().len();
-        assert!(size <= 51 * ACK_ENTRY as u64, "compacted: {size} bytes");
+        // 11 drained segments (the last is current): at most 2 × 3 of their
+        // identities in the log, not 11.
+        let log = fs::read(dir.join("acks.log")).unwrap();
+        let in_log = log
+            .chunks_exact(ACK_ENTRY)
+            .filter(|e| e[0] == IDENTITY)
+            .count();
+        assert!((3..=6).contains(&in_log), "compacted: {in_log} identities");
         let ids = s.recent_identities(100).unwrap();
-        assert!(ids.len() >= 5 && ids.len() <= 11, "{ids:?}");
-        assert_eq!(ids.last(), Some(&39));
+        assert_eq!(ids.last(), Some(&11), "the current segment's identity last");
         assert!(
             ids.windows(2).all(|w| w[0] + 1 == w[1]),
             "newest, in order: {ids:?}"
         );
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn identities_ride_in_records_and_move_to_the_ack_log_with_their_segment() {
+        let (dir, d, s) = fresh("identities-move");
+        let big = "x".repeat(SEGMENT_SIZE as usize / 2 + 1);
+        let (first, _) = s.append_identified(&msg(&big, true), Some(7)).unwrap();
+        let (second, _) = s.append_identified(&msg(&big, true), Some(8)).unwrap();
+        d.sync_now();
+        let logged = |dir: &Path| {
+            let log = fs::read(dir.join("acks.log")).unwrap();
+            log.chunks_exact(ACK_ENTRY)
+                .filter(|e| e[0] == IDENTITY)
+                .count()
+        };
+        assert_eq!(
+            logged(&dir),
+            0,
+            "while the segment exists, only the record holds it"
+        );
+        assert_eq!(s.recent_identities(10).unwrap(), vec![7, 8]);
+        // Consumed, the first segment drains: its identity goes to the ack log.
+        s.ack(first);
+        d.sync_now();
+        assert_eq!(logged(&dir), 1);
+        assert_eq!(s.recent_identities(10).unwrap(), vec![7, 8]);
+        // Both consumed: at the restart the second segment (not current any more) is
+        // empty, so it is deleted there and 8 joins 7 in the log.
+        s.ack(second);
+        d.sync_now();
+        drop(s);
+        let (s, rec, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        assert!(rec.is_empty());
+        assert_eq!(s.recent_identities(10).unwrap(), vec![7, 8]);
+        drop(s);
+        assert_eq!(logged(&dir), 2);
+        let (s, _, _) = QueueStore::open(dir.clone(), d).unwrap();
+        assert_eq!(s.recent_identities(10).unwrap(), vec![7, 8]);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn identities_keep_append_order_whatever_order_segments_drain_in() {
+        let (dir, d, s) = fresh("identities-order");
+        let big = "x".repeat(SEGMENT_SIZE as usize / 2 + 1);
+        let locs: Vec<Loc> = (1..=4u64)
+            .map(|i| s.append_identified(&msg(&big, true), Some(i)).unwrap().0)
+            .collect();
+        d.sync_now();
+        // The oldest segment is held by an unacked message while the next two drain
+        // (the fourth is current).
+        s.ack(locs[1]);
+        s.ack(locs[2]);
+        d.sync_now();
+        s.ack(locs[0]);
+        d.sync_now();
+        assert_eq!(s.recent_identities(3).unwrap(), vec![2, 3, 4]);
+        s.shared.w.lock().identities_kept = 2;
+        compact(&dir, &mut s.shared.w.lock()).unwrap();
+        assert_eq!(
+            s.recent_identities(10).unwrap(),
+            vec![2, 3, 4],
+            "compaction keeps the newest"
+        );
+        drop(s);
+        let (s, _, _) = QueueStore::open(dir.clone(), d).unwrap();
+        assert_eq!(s.recent_identities(10).unwrap(), vec![2, 3, 4]);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn identities_logged_before_records_carried_them_are_still_read() {
+        let dir = tmp("identities-legacy");
+        fs::create_dir_all(&dir).unwrap();
+        let mut log = Vec::new();
+        for d in [21u64, 22] {
+            log.push(IDENTITY);
+            log.extend_from_slice(&d.to_le_bytes());
+        }
+        fs::write(dir.join("acks.log"), &log).unwrap();
+        let d = Durability::new();
+        let (s, _, _) = QueueStore::open(dir.clone(), d.clone()).unwrap();
+        // An acked identified record in a segment that survives the restart (its
+        // neighbour is live) keeps its identity too.
+        let (a, _) = s.append_identified(&msg("a", true), Some(23)).unwrap();
+        s.append_identified(&msg("b", true), Some(24)).unwrap();
+        s.ack(a);
+        d.sync_now();
+        drop(s);
+        let (s, rec, _) = QueueStore::open(dir.clone(), d).unwrap();
+        assert_eq!(rec.len(), 1);
+        assert_eq!(s.recent_identities(10).unwrap(), vec![21, 22, 23, 24]);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_round_with_records_leaves_the_ack_log_unsynced_for_a_while() {
+        let (dir, d, s) = fresh("acks-deferred");
+        let (a, _) = s.append(&msg("a", true)).unwrap();
+        d.sync_now();
+        let acks_file = |f: &Flushed| {
+            f.files
+                .iter()
+                .any(|x| Arc::ptr_eq(x, &s.shared.w.lock().acks))
+        };
+        // Records and an ack: only the segment is fsynced.
+        s.append(&msg("b", true)).unwrap();
+        s.ack(a);
+        s.shared.w.lock().acks_synced_at = Instant::now();
+        let f = s.shared.flush(false).unwrap();
+        assert_eq!(f.files.len(), 1);
+        assert!(!acks_file(&f) && f.deferred);
+        // Records alone: the log stays unsynced, and the store asks for a round again.
+        s.append(&msg("c", true)).unwrap();
+        let f = s.shared.flush(false).unwrap();
+        assert!(!acks_file(&f) && f.deferred);
+        // The next round without records takes it.
+        let f = s.shared.flush(false).unwrap();
+        assert!(acks_file(&f) && !f.deferred);
+        // So does a round with records once the last fsync of the log is old.
+        s.append(&msg("c", true)).unwrap();
+        s.delivered(a);
+        s.shared.w.lock().acks_synced_at -= ACKS_SYNC_EVERY;
+        let f = s.shared.flush(false).unwrap();
+        assert!(acks_file(&f) && f.files.len() == 2);
+        // And shutdown's round.
+        s.append(&msg("d", true)).unwrap();
+        s.delivered(a);
+        let f = s.shared.flush(true).unwrap();
+        assert!(acks_file(&f));
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_deferred_ack_log_is_synced_by_a_lazy_round() {
+        let (dir, d, s) = fresh("acks-lazy");
+        d.spawn();
+        let (a, epoch) = s.append(&msg("a", true)).unwrap();
+        let (_, epoch2) = {
+            s.ack(a);
+            s.append(&msg("b", true)).unwrap()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while d.synced_epoch() < epoch.max(epoch2) || s.shared.w.lock().acks_unsynced {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the ack log was never synced"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        d.stop();
         let _ = fs::remove_dir_all(dir);
     }
 
@@ -1128,7 +1419,7 @@ mod tests {
             fs::create_dir_all(dir).unwrap();
             let mut data = Vec::new();
             for _ in 0..7 {
-                record::encode(&mut data, &msg(&body("old"), true), 0);
+                record::encode(&mut data, &msg(&body("old"), true), 0, None);
             }
             fs::write(legacy_seg_path(dir, 1), &data).unwrap();
         }
@@ -1213,7 +1504,7 @@ mod tests {
             let old_seed = if legacy { 0 } else { record::seed(1) };
             assert!(matches!(
                 record::scan(&old_bytes[at..], old_seed),
-                Scan::Record(..)
+                Scan::Record { .. }
             ));
             let f = OpenOptions::new()
                 .write(true)
@@ -1233,7 +1524,7 @@ mod tests {
         let dir = tmp("legacy");
         fs::create_dir_all(&dir).unwrap();
         let mut data = Vec::new();
-        record::encode(&mut data, &msg("before", true), 0);
+        record::encode(&mut data, &msg("before", true), 0, None);
         fs::write(legacy_seg_path(&dir, 1), &data).unwrap();
         {
             let d = Durability::new();
@@ -1356,7 +1647,7 @@ mod tests {
         let (s, d, first) = two_segments(&dir);
         s.ack(first);
         // A round writes the ack, then compacts before it deletes the segment.
-        let flushed = s.shared.flush().unwrap();
+        let flushed = s.shared.flush(false).unwrap();
         assert_eq!(flushed.drained, vec![first.segment]);
         compact(&dir, &mut s.shared.w.lock()).unwrap();
         drop(s); // a crash before the segment is deleted

@@ -1,8 +1,10 @@
 //! The on-disk record of one message.
 //!
 //! `u32 len | u32 crc32c(payload) | payload`, where the payload is
-//! `u8 flags | u64 received_ms | u8 len, exchange | u8 len, routing key |
-//! u32 len, encoded properties | body`.
+//! `u8 flags | [u64 identity] | u64 received_ms | u8 len, exchange |
+//! u8 len, routing key | u32 len, encoded properties | body`. The identity (a
+//! federated message's digest, flag [`IDENTIFIED`]) rides in the record so that it
+//! is durable in the same write and fsync as the message.
 //!
 //! The checksum starts from a per-segment seed ([`seed`]): segment files are
 //! reused, and a whole record left from a file's earlier life, at an offset where
@@ -66,13 +68,22 @@ pub fn seed(segment: u32) -> u32 {
     segment.wrapping_add(1).wrapping_mul(0x9E37_79B1)
 }
 const PERSISTENT: u8 = 1;
+/// The record carries an identity digest after the flags.
+const IDENTIFIED: u8 = 2;
 
-/// Appends the record of `m` to `buf`, checksummed from `seed`.
-pub fn encode(buf: &mut Vec<u8>, m: &Message, seed: u32) {
+/// Appends the record of `m` (with its identity digest, if any) to `buf`,
+/// checksummed from `seed`.
+pub fn encode(buf: &mut Vec<u8>, m: &Message, seed: u32, identity: Option<u64>) {
     let start = buf.len();
     buf.extend_from_slice(&[0; HEADER]);
-    let flags = if m.is_persistent() { PERSISTENT } else { 0 };
+    let mut flags = if m.is_persistent() { PERSISTENT } else { 0 };
+    if identity.is_some() {
+        flags |= IDENTIFIED;
+    }
     buf.push(flags);
+    if let Some(d) = identity {
+        buf.extend_from_slice(&d.to_le_bytes());
+    }
     let age = m.received_at.elapsed();
     let received_ms = SystemTime::now()
         .checked_sub(age)
@@ -96,10 +107,11 @@ pub fn encode(buf: &mut Vec<u8>, m: &Message, seed: u32) {
     buf[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// Size of the record `encode` writes for `m`.
-pub fn encoded_len(m: &Message) -> usize {
+/// Size of the record `encode` writes for `m` (`identified`: with an identity).
+pub fn encoded_len(m: &Message, identified: bool) -> usize {
     HEADER
         + 1
+        + if identified { 8 } else { 0 }
         + 8
         + 1
         + m.exchange.len().min(255)
@@ -122,8 +134,17 @@ pub enum Read {
 
 /// What a recovery scan learns about a record without decoding it.
 pub enum Scan {
-    /// A valid record: persistent flag, body size, total record length.
-    Record(bool, u64, usize),
+    /// A valid record.
+    Record {
+        /// Delivery mode 2.
+        persistent: bool,
+        /// Body size.
+        size: u64,
+        /// Total record length (header included).
+        len: usize,
+        /// Identity digest, if the record carries one.
+        identity: Option<u64>,
+    },
     /// The [`END`] mark: no more records.
     End,
     /// Not enough bytes for a whole record: a torn tail.
@@ -149,20 +170,27 @@ pub fn scan(data: &[u8], seed: u32) -> Scan {
     if crc32c::crc32c_append(seed, p) != crc {
         return Scan::Corrupt;
     }
-    let fixed = || -> Option<(bool, u64)> {
+    let fixed = || -> Option<Scan> {
         let flags = *p.first()?;
-        let mut at = 9usize;
+        let (identity, mut at) = if flags & IDENTIFIED != 0 {
+            (Some(u64::from_le_bytes(p.get(1..9)?.try_into().ok()?)), 9)
+        } else {
+            (None, 1)
+        };
+        at += 8;
         at += 1 + *p.get(at)? as usize;
         at += 1 + *p.get(at)? as usize;
         let plen = u32::from_be_bytes(p.get(at..at + 4)?.try_into().ok()?) as usize;
         at += 4 + plen;
         let body = p.len().checked_sub(at)?;
-        Some((flags & PERSISTENT != 0, body as u64))
+        Some(Scan::Record {
+            persistent: flags & PERSISTENT != 0,
+            size: body as u64,
+            len: HEADER + len,
+            identity,
+        })
     };
-    match fixed() {
-        Some((persistent, size)) => Scan::Record(persistent, size, HEADER + len),
-        None => Scan::Corrupt,
-    }
+    fixed().unwrap_or(Scan::Corrupt)
 }
 
 /// Decodes the record at the start of `data` (CRC from `seed`).
@@ -193,6 +221,9 @@ fn decode_payload(p: &[u8]) -> Option<(Message, bool)> {
         Some(s)
     };
     let flags = take(1)?[0];
+    if flags & IDENTIFIED != 0 {
+        take(8)?;
+    }
     let received_ms = u64::from_be_bytes(take(8)?.try_into().ok()?);
     let exlen = take(1)?[0] as usize;
     let exchange = String::from_utf8(take(exlen)?.to_vec()).ok()?;
@@ -231,20 +262,25 @@ mod tests {
             AMQPProperties::default().with_delivery_mode(2),
             Bytes::from_static(b"body"),
         );
-        let mut buf = Vec::new();
-        encode(&mut buf, &m, 0);
-        assert_eq!(buf.len(), encoded_len(&m));
-        assert!(matches!(scan(&buf, 0), Scan::Record(true, 4, n) if n == buf.len()));
-        match decode(&buf, 0) {
-            Read::Record(d) => {
-                assert_eq!(
-                    (d.exchange.as_str(), d.routing_key.as_str(), &d.body[..]),
-                    ("ex", "rk", &b"body"[..])
-                );
-                assert_eq!(d.properties(), m.properties());
+        for identity in [None, Some(0xfeed_f00d_u64)] {
+            let mut buf = Vec::new();
+            encode(&mut buf, &m, 0, identity);
+            assert_eq!(buf.len(), encoded_len(&m, identity.is_some()));
+            assert!(matches!(scan(&buf, 0),
+                Scan::Record { persistent: true, size: 4, len, identity: i } if len == buf.len() && i == identity));
+            match decode(&buf, 0) {
+                Read::Record(d) => {
+                    assert_eq!(
+                        (d.exchange.as_str(), d.routing_key.as_str(), &d.body[..]),
+                        ("ex", "rk", &b"body"[..])
+                    );
+                    assert_eq!(d.properties(), m.properties());
+                }
+                _ => panic!("valid record"),
             }
-            _ => panic!("valid record"),
         }
+        let mut buf = Vec::new();
+        encode(&mut buf, &m, 0, None);
         assert!(matches!(decode(&buf[..buf.len() - 1], 0), Read::Truncated));
         let mut flipped = buf.clone();
         let last = flipped.len() - 1;
@@ -263,8 +299,8 @@ mod tests {
         for (old, new) in [(0u32, 1u32), (1, 2), (7, 8), (41, 3), (u32::MAX - 1, 0)] {
             assert_ne!(seed(old), seed(new));
             let mut buf = Vec::new();
-            encode(&mut buf, &m, seed(old));
-            assert!(matches!(scan(&buf, seed(old)), Scan::Record(..)));
+            encode(&mut buf, &m, seed(old), None);
+            assert!(matches!(scan(&buf, seed(old)), Scan::Record { .. }));
             assert!(
                 matches!(scan(&buf, seed(new)), Scan::Corrupt),
                 "{old} read as {new}"
@@ -273,7 +309,7 @@ mod tests {
         }
         // Legacy stores (seed 0) read plain CRC32C records.
         let mut buf = Vec::new();
-        encode(&mut buf, &m, 0);
+        encode(&mut buf, &m, 0, None);
         let crc = u32::from_be_bytes(buf[4..8].try_into().unwrap());
         assert_eq!(crc, crc32c::crc32c(&buf[HEADER..]));
         // The end mark stops a scan, whatever follows it; zeros are no end mark.
