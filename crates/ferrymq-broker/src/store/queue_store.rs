@@ -714,7 +714,13 @@ impl QueueStore {
             .filter(|(id, s)| s.live == 0 && **id != current)
             .map(|(id, _)| *id)
             .collect();
-        let mut identities = logged;
+        // A segment still on disk holds its identities in its records: the log's
+        // copy (a crash after the log was written, before the file went) would be a
+        // second one.
+        let mut identities: Vec<(u32, u64)> = logged
+            .into_iter()
+            .filter(|(segment, _)| !existing.contains(segment))
+            .collect();
         for id in &empty {
             let ids = seg_identities.remove(id).unwrap_or_default();
             identities.extend(ids.into_iter().map(|(_, d)| (*id, d)));
@@ -931,15 +937,22 @@ impl QueueStore {
                 ids.extend(logged_identities(data));
             }
             ids.extend(logged_identities(&w.acks_buf));
-            for (id, in_segment) in &w.seg_identities {
+            // Newest segments first, and no more than `limit` of them: a deep
+            // federated backlog holds millions, and publishers wait for this lock.
+            let mut in_segments = Vec::new();
+            for (id, in_segment) in w.seg_identities.iter().rev() {
                 let upto = w.segments.get(id).map_or(0, |s| w.written_len(*id, s));
-                ids.extend(
-                    in_segment
-                        .iter()
-                        .take_while(|(offset, _)| u64::from(*offset) < upto)
-                        .map(|(_, d)| (*id, *d)),
-                );
+                // Offsets grow within a segment.
+                let done = in_segment.partition_point(|(offset, _)| u64::from(*offset) < upto);
+                let take = done.min(limit - in_segments.len());
+                let newest = &in_segment[done - take..done];
+                in_segments.extend(newest.iter().rev().map(|(_, d)| (*id, *d)));
+                if in_segments.len() >= limit {
+                    break;
+                }
             }
+            in_segments.reverse();
+            ids.append(&mut in_segments);
             (w.acks.clone(), written, ids)
         };
         let mut log = vec![0u8; written as usize];
@@ -1296,6 +1309,27 @@ mod tests {
         drop(s);
         let (s, _, _) = QueueStore::open(dir.clone(), d).unwrap();
         assert_eq!(s.recent_identities(10).unwrap(), vec![2, 3, 4]);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_crash_before_a_drained_segment_goes_leaves_one_copy_of_its_identities() {
+        let (dir, d, s) = fresh("identities-once");
+        let big = "x".repeat(SEGMENT_SIZE as usize / 2 + 1);
+        let (first, _) = s.append_identified(&msg(&big, true), Some(1)).unwrap();
+        s.append_identified(&msg(&big, true), Some(2)).unwrap();
+        d.sync_now();
+        // The round writes the ack and moves 1 into the log, then the process dies
+        // before the drained file goes.
+        s.ack(first);
+        let flushed = s.shared.flush(true).unwrap();
+        for f in flushed.files {
+            f.sync_data().unwrap();
+        }
+        drop(s);
+        let (s, _, _) = QueueStore::open(dir.clone(), d).unwrap();
+        assert_eq!(s.recent_identities(10).unwrap(), vec![1, 2]);
+        assert_eq!(s.recent_identities(1).unwrap(), vec![2]);
         let _ = fs::remove_dir_all(dir);
     }
 
