@@ -4,12 +4,6 @@
 use clap::Parser;
 use ferrymq::config::{Config, Flags};
 
-/// mimalloc instead of glibc's malloc: messages are allocated on one thread and
-/// freed on another (a connection's task, a queue, the store), which glibc's arenas
-/// handle with locks and consolidation; see BENCHMARKS.md for the measured effect.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let flags = Flags::parse();
     let cfg = match Config::load(&flags) {
