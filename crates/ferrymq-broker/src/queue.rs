@@ -241,11 +241,14 @@ impl Queue {
     /// Estimated bytes of RAM the queue's messages take: bodies held in memory plus
     /// per-message bookkeeping; paged-out messages cost an 8-byte reference.
     pub fn memory_estimate(&self) -> u64 {
-        let s = self.state.lock();
-        let (len, paged) = (s.ready.len() as u64, s.ready.paged_len() as u64);
-        let in_memory = len - paged.min(len);
-        let avg = s.ready.bytes().checked_div(len).unwrap_or(0);
-        in_memory * (avg + 160) + paged * 8 + s.unacked as u64 * 160
+        let queue = {
+            let s = self.state.lock();
+            let (len, paged) = (s.ready.len() as u64, s.ready.paged_len() as u64);
+            let in_memory = len - paged.min(len);
+            let avg = s.ready.bytes().checked_div(len).unwrap_or(0);
+            in_memory * (avg + 160) + paged * 8 + s.unacked as u64 * 160
+        };
+        queue + self.store.as_ref().map_or(0, |st| st.memory_estimate())
     }
 
     /// The newest `limit` identity digests this durable queue logged with federated

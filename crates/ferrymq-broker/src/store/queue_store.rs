@@ -965,6 +965,14 @@ impl QueueStore {
             .collect())
     }
 
+    /// Memory the store holds per message beyond the queue's own: the identities of
+    /// federated messages in live segments.
+    pub fn memory_estimate(&self) -> u64 {
+        let w = self.shared.w.lock();
+        let ids: usize = w.seg_identities.values().map(Vec::len).sum();
+        (ids * std::mem::size_of::<(u32, u64)>()) as u64
+    }
+
     /// Records that a stored message left the queue (acked, expired, purged…).
     pub fn ack(&self, loc: Loc) {
         self.log(ACK, loc);
@@ -1195,6 +1203,7 @@ mod tests {
         let (a, _) = s.append_identified(&msg("a", true), Some(11)).unwrap();
         s.append_identified(&msg("t", false), Some(12)).unwrap();
         let (b, _) = s.append_identified(&msg("b", true), Some(13)).unwrap();
+        assert_eq!(s.memory_estimate(), 32, "two identities held in memory");
         assert!(
             s.recent_identities(10).unwrap().is_empty(),
             "not written yet"
