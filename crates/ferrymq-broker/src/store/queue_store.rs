@@ -1129,6 +1129,15 @@ mod tests {
         (dir, d, s)
     }
 
+    /// Appends a persistent message with `identity`, big enough that the next
+    /// append rolls to a new segment: tests drain segments one message at a time.
+    fn append_own_segment(s: &QueueStore, identity: u64) -> Loc {
+        let big = "x".repeat(SEGMENT_SIZE as usize / 2 + 1);
+        s.append_identified(&msg(&big, true), Some(identity))
+            .unwrap()
+            .0
+    }
+
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("ferrymq-store-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
@@ -1229,9 +1238,8 @@ mod tests {
         s.shared.w.lock().identities_kept = 3;
         // Each message fills a segment of its own: every ack drains one, and its
         // identity moves to the ack log.
-        let big = "x".repeat(SEGMENT_SIZE as usize / 2 + 1);
         for i in 0..12u64 {
-            let (loc, _) = s.append_identified(&msg(&big, true), Some(i)).unwrap();
+            let loc = append_own_segment(&s, i);
             d.sync_now();
             s.ack(loc);
             d.sync_now();
@@ -1256,9 +1264,8 @@ mod tests {
     #[test]
     fn identities_ride_in_records_and_move_to_the_ack_log_with_their_segment() {
         let (dir, d, s) = fresh("identities-move");
-        let big = "x".repeat(SEGMENT_SIZE as usize / 2 + 1);
-        let (first, _) = s.append_identified(&msg(&big, true), Some(7)).unwrap();
-        let (second, _) = s.append_identified(&msg(&big, true), Some(8)).unwrap();
+        let first = append_own_segment(&s, 7);
+        let second = append_own_segment(&s, 8);
         d.sync_now();
         let logged = |dir: &Path| {
             let log = fs::read(dir.join("acks.log")).unwrap();
@@ -1295,10 +1302,7 @@ mod tests {
     #[test]
     fn identities_keep_append_order_whatever_order_segments_drain_in() {
         let (dir, d, s) = fresh("identities-order");
-        let big = "x".repeat(SEGMENT_SIZE as usize / 2 + 1);
-        let locs: Vec<Loc> = (1..=4u64)
-            .map(|i| s.append_identified(&msg(&big, true), Some(i)).unwrap().0)
-            .collect();
+        let locs: Vec<Loc> = (1..=4u64).map(|i| append_own_segment(&s, i)).collect();
         d.sync_now();
         // The oldest segment is held by an unacked message while the next two drain
         // (the fourth is current).
@@ -1324,9 +1328,8 @@ mod tests {
     #[test]
     fn a_crash_before_a_drained_segment_goes_leaves_one_copy_of_its_identities() {
         let (dir, d, s) = fresh("identities-once");
-        let big = "x".repeat(SEGMENT_SIZE as usize / 2 + 1);
-        let (first, _) = s.append_identified(&msg(&big, true), Some(1)).unwrap();
-        s.append_identified(&msg(&big, true), Some(2)).unwrap();
+        let first = append_own_segment(&s, 1);
+        append_own_segment(&s, 2);
         d.sync_now();
         // The round writes the ack and moves 1 into the log, then the process dies
         // before the drained file goes.
@@ -1409,13 +1412,12 @@ mod tests {
     fn a_deferred_ack_log_is_synced_by_a_lazy_round() {
         let (dir, d, s) = fresh("acks-lazy");
         d.spawn();
-        let (a, epoch) = s.append(&msg("a", true)).unwrap();
-        let (_, epoch2) = {
-            s.ack(a);
-            s.append(&msg("b", true)).unwrap()
-        };
+        let (a, _) = s.append(&msg("a", true)).unwrap();
+        s.ack(a);
+        // The later append's epoch covers the first's.
+        let (_, epoch) = s.append(&msg("b", true)).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while d.synced_epoch() < epoch.max(epoch2) || s.shared.w.lock().acks_unsynced {
+        while d.synced_epoch() < epoch || s.shared.w.lock().acks_unsynced {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the ack log was never synced"
