@@ -1512,11 +1512,14 @@ mod tests {
     #[test]
     fn a_deferred_ack_log_is_synced_by_a_lazy_round() {
         let (dir, d, s) = fresh("acks-lazy");
-        d.spawn();
         let (a, _) = s.append(&msg("a", true)).unwrap();
+        d.sync_now();
+        // A log "just synced" for the next hour: the round that takes the records
+        // below is sure to leave the ack unsynced.
+        s.shared.w.lock().acks_synced_at = Instant::now() + std::time::Duration::from_secs(3600);
         s.ack(a);
-        // The later append's epoch covers the first's.
         let (_, epoch) = s.append(&msg("b", true)).unwrap();
+        d.spawn();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while d.synced_epoch() < epoch || s.shared.w.lock().acks_unsynced {
             assert!(
