@@ -16,8 +16,9 @@
 //! on the first lookup and dropped again after a long run without one: the
 //! common path is one push onto a ring.
 
+use siphasher::sip::SipHasher13;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Digests are hashes already: the set uses them as they are.
 #[derive(Default)]
@@ -50,10 +51,15 @@ pub struct DedupWindow {
     since_lookup: usize,
 }
 
-/// The 64-bit digest an identity is stored as (fixed keys: stable across runs).
+/// The 64-bit digest an identity is stored as: SipHash-1-3 with zero keys over the
+/// text and a 0xff byte. Digests outlive the process (in records and ack logs), so
+/// the algorithm is pinned here rather than taken from `std`'s `DefaultHasher`, whose
+/// algorithm may change between Rust releases. The values are those `DefaultHasher`
+/// gave when earlier builds stored them.
 pub fn digest(identity: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    identity.hash(&mut h);
+    let mut h = SipHasher13::new_with_keys(0, 0);
+    h.write(identity.as_bytes());
+    h.write_u8(0xff);
     h.finish()
 }
 
@@ -129,6 +135,15 @@ impl DedupWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Digests already on disk must keep matching: known answers, computed with the
+    /// digest earlier builds stored (`std`'s `DefaultHasher` on the `str`).
+    #[test]
+    fn digests_are_pinned() {
+        assert_eq!(digest(""), 0x30406ea523c53def);
+        assert_eq!(digest("ferrymq:0123456789abcdef-42"), 0x64df1fc10e154cc6);
+        assert_eq!(digest("message-id:order-7"), 0x7440060c4d147735);
+    }
 
     #[test]
     fn bounded_with_and_without_the_index() {
