@@ -266,8 +266,12 @@ impl Queue {
         let (in_memory, paged) = self.state.lock().ready.newest(n);
         let mut out: Vec<Arc<Message>> = in_memory.into_iter().map(|m| m.message).collect();
         if let Some(store) = &self.store {
-            let locs: Vec<_> = paged.iter().map(|r| ready::unpack(*r).0).collect();
-            out.extend(store.read_batch(&locs).into_iter().flatten().map(Arc::new));
+            // Paged references come newest first; read them in file order so that
+            // consecutive records share a `pread`, then give them back newest first.
+            let locs: Vec<_> = paged.iter().rev().map(|r| ready::unpack(*r).0).collect();
+            let mut read = store.read_batch(&locs);
+            read.reverse();
+            out.extend(read.into_iter().flatten().map(Arc::new));
         }
         out
     }
@@ -883,6 +887,33 @@ mod tests {
             Staging::Published(Enqueued::Accepted(0))
         ));
         assert_eq!(queue.message_count(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// After a restart every message is paged: `newest_ready` reads them back and
+    /// still lists them newest first.
+    #[test]
+    fn newest_ready_reads_paged_messages_newest_first() {
+        let dir = scratch("newest");
+        const BODIES: [&str; 5] = ["m0", "m1", "m2", "m3", "m4"];
+        {
+            let (broker, queue) = durable_queue(&dir);
+            let mut last = 0;
+            for body in BODIES {
+                let Enqueued::Accepted(epoch) = queue.publish(message(body, true)) else {
+                    panic!("refused");
+                };
+                last = epoch;
+            }
+            wait_synced(&broker, last);
+        }
+        let (_broker, queue) = durable_queue(&dir);
+        let newest: Vec<_> = queue
+            .newest_ready(3)
+            .iter()
+            .map(|m| String::from_utf8(m.body.to_vec()).unwrap())
+            .collect();
+        assert_eq!(newest, ["m4", "m3", "m2"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
