@@ -276,6 +276,33 @@ def tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
+def assert_failed_store_fails_a_commit(b):
+    """A transaction with a persistent message cannot commit on a failed store: the
+    client gets 541 INTERNAL_ERROR, not a commit-ok and not a wait without end."""
+    outcome: dict = {}
+
+    def commit():
+        try:
+            conn = pika.BlockingConnection(params(b.amqp))
+            ch = conn.channel()
+            ch.tx_select()
+            ch.basic_publish("", "fill", b"in a transaction", pika.BasicProperties(delivery_mode=2))
+            ch.tx_commit()
+            outcome["committed"] = True
+        except pika.exceptions.ConnectionClosedByBroker as e:
+            outcome["closed"] = e
+        except Exception as e:  # anything else is reported below
+            outcome["error"] = e
+
+    t = threading.Thread(target=commit, daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "tx.commit waited forever on a failed store"
+    closed = outcome.get("closed")
+    assert closed is not None and closed.reply_code == 541, outcome
+    assert "durable store failed" in closed.reply_text, closed
+
+
 def test_disk_full_nacks_what_it_cannot_store_and_a_restart_recovers(tmpfs, tmp_path):
     filler = tmpfs / "filler"
     filler.write_bytes(b"\0" * (6 << 20))  # freed later, to make room again
@@ -308,6 +335,7 @@ def test_disk_full_nacks_what_it_cannot_store_and_a_restart_recovers(tmpfs, tmp_
         assert b.proc.poll() is None, "the broker died on a full disk"
         assert "durable store failed" in b.log_text()
         serving(b)  # transient work goes on
+        assert_failed_store_fails_a_commit(b)
     finally:
         stop_broker(b)
     # Free space, restart on the same data: every confirmed message is back.

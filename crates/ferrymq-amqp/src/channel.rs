@@ -753,14 +753,15 @@ impl Channel {
         Ok(())
     }
 
-    /// Routes a publish; returns the durability epoch it must wait for.
+    /// Routes a publish; returns the durability epoch it must wait for and whether
+    /// a queue refused it.
     fn route_and_confirm(
         &mut self,
         ctx: &ConnCtx,
         exchange: &Arc<Exchange>,
         message: Message,
         mandatory: bool,
-    ) -> u64 {
+    ) -> (u64, bool) {
         let mut targets = std::mem::take(&mut self.route_buf);
         let (outcome, unroutable) = ctx.vhost.publish(exchange, message, &mut targets);
         self.route_buf = targets;
@@ -781,7 +782,7 @@ impl Channel {
             self.confirms
                 .push_back((self.publish_seq, outcome.epoch, settle));
         }
-        outcome.epoch
+        (outcome.epoch, outcome.refused)
     }
 
     /// Whether confirms wait for the store (anything left after a flush waits for it,
@@ -791,16 +792,23 @@ impl Channel {
     }
 
     /// Sends the confirms whose messages are safe (durability epoch `synced`
-    /// reached), acks coalesced into one `basic.ack multiple`.
-    pub fn flush_confirms(&mut self, ctx: &ConnCtx, synced: u64) {
+    /// reached), acks coalesced into one `basic.ack multiple`. Fails with 541 for a
+    /// `tx.commit` whose messages the failed store will never make durable.
+    pub fn flush_confirms(&mut self, ctx: &ConnCtx, synced: u64) -> Result<()> {
         let mut ack_upto = None;
         // After a store failure nothing newer will ever sync: a publisher waiting for
-        // a persistent message's confirm gets a nack instead of waiting forever.
+        // a persistent message's confirm gets a nack instead of waiting forever, and
+        // a waiting commit an error (a commit has no negative answer).
         let failed = ctx.store_failed();
+        let mut result = Ok(());
         while let Some(&(seq, epoch, settle)) = self.confirms.front() {
             let settle = match settle {
                 Settle::Ack if epoch > synced && failed => Settle::Nack,
-                Settle::CommitOk if epoch > synced && failed => break,
+                Settle::CommitOk if epoch > synced && failed => {
+                    self.confirms.clear();
+                    result = Err(store_failed_commit());
+                    break;
+                }
                 _ if epoch > synced && !failed => break,
                 other => other,
             };
@@ -827,6 +835,7 @@ impl Channel {
             ctx.outbound
                 .append(|b| wire::confirm(b, self.id, tag, true, true));
         }
+        result
     }
 
     fn consume(&mut self, ctx: &ConnCtx, c: basic::Consume) -> Result<()> {
@@ -1005,19 +1014,26 @@ impl Channel {
                 let ops = self.tx.replace(Vec::new()).ok_or_else(|| {
                     AmqpError::precondition_failed("channel is not transactional")
                 })?;
-                let mut epoch = 0;
+                let (mut epoch, mut refused) = (0, false);
                 for op in ops {
                     match op {
                         TxOp::Publish(ex, m, mandatory) => {
-                            epoch = epoch.max(self.route_and_confirm(ctx, &ex, *m, mandatory));
+                            let (e, r) = self.route_and_confirm(ctx, &ex, *m, mandatory);
+                            epoch = epoch.max(e);
+                            refused |= r;
                         }
                         TxOp::Ack(tag, multiple) => self.ack(tag, multiple)?,
                         TxOp::Nack(tag, multiple, requeue) => self.nack(tag, multiple, requeue)?,
                     }
                 }
+                // A queue refuses a message the failed store could not take: the
+                // commit must not look as if it had succeeded.
+                if refused && ctx.store_failed() {
+                    return Err(store_failed_commit());
+                }
                 // commit-ok only once the committed persistent messages are on disk.
                 self.confirms.push_back((0, epoch, Settle::CommitOk));
-                self.flush_confirms(ctx, ctx.synced_epoch());
+                self.flush_confirms(ctx, ctx.synced_epoch())?;
             }
             tx::AMQPMethod::Rollback(_) => {
                 if self.tx.is_none() {
@@ -1059,4 +1075,11 @@ impl Channel {
             });
         }
     }
+}
+
+/// 541 for a `tx.commit` the failed durable store cannot complete.
+fn store_failed_commit() -> AmqpError {
+    AmqpError::internal(
+        "the durable store failed: this transaction's persistent messages are not on disk (free disk space, then restart)",
+    )
 }

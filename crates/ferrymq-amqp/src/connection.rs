@@ -28,6 +28,8 @@ const BIG_READ: usize = 64 * 1024;
 
 /// Frame size allowed before tune-ok (the spec's minimum).
 const PRE_TUNE_FRAME_MAX: usize = 4096;
+/// Class and method ids of `tx.commit`, named in the close that fails one.
+const TX_COMMIT: (u16, u16) = (90, 20);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -355,18 +357,24 @@ impl Connection {
         if self.publisher && !self.blocked_sent {
             self.on_alarm_change();
         }
+        let mut failed_commit = None;
         if !self.confirm_dirty.is_empty() {
             if let Some(ctx) = self.ctx.as_ref() {
                 let synced = ctx.synced_epoch();
                 for id in self.confirm_dirty.drain(..) {
                     if let Some(ch) = self.channels.get_mut(&id) {
-                        ch.flush_confirms(ctx, synced);
+                        if let Err(e) = ch.flush_confirms(ctx, synced) {
+                            failed_commit = Some(e);
+                        }
                         if ch.awaits_sync() && !self.sync_waiters.contains(&id) {
                             self.sync_waiters.push(id);
                         }
                     }
                 }
             }
+        }
+        if let Some(e) = failed_commit {
+            self.close_connection(e, TX_COMMIT);
         }
         self.outbound.flush();
     }
@@ -377,13 +385,20 @@ impl Connection {
         let Some(ctx) = self.ctx.as_ref() else { return };
         let synced = ctx.synced_epoch();
         let channels = &mut self.channels;
+        let mut failed_commit = None;
         self.sync_waiters.retain(|id| match channels.get_mut(id) {
             Some(ch) => {
-                ch.flush_confirms(ctx, synced);
+                if let Err(e) = ch.flush_confirms(ctx, synced) {
+                    failed_commit = Some(e);
+                }
                 ch.awaits_sync()
             }
             None => false,
         });
+        // A commit the failed store cannot complete: 541 is a connection error.
+        if let Some(e) = failed_commit {
+            self.close_connection(e, TX_COMMIT);
+        }
         self.outbound.flush();
     }
 
@@ -645,7 +660,8 @@ impl Connection {
         let ctx = self.ctx.as_ref().expect("open connection has a context");
         if let Some(ch) = self.channels.get_mut(&id) {
             tracing::debug!(conn = %self.info.name, channel = id, "channel error: {}", e.text);
-            ch.flush_confirms(ctx, ctx.synced_epoch());
+            // Closing anyway: a commit the failed store cannot complete ends with it.
+            let _ = ch.flush_confirms(ctx, ctx.synced_epoch());
             ch.shutdown(ctx);
             ch.state = ChannelState::Closing;
             self.send(
