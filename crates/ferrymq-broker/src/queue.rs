@@ -121,6 +121,8 @@ pub enum Enqueued {
     Accepted(u64),
     /// The queue refused it (`x-overflow: reject-publish`).
     Refused,
+    /// The queue's store could not write it (a failed disk): the publisher must hear.
+    Unstored,
 }
 
 /// A federated message in the store, waiting for its round before delivery.
@@ -331,7 +333,7 @@ impl Queue {
                 Err(e) => {
                     // The publisher must not get a confirm for a message we could not store.
                     tracing::error!(queue = %self.name, "store append failed: {e}");
-                    return Enqueued::Refused;
+                    return Enqueued::Unstored;
                 }
             },
             None => (None, 0),
@@ -456,7 +458,7 @@ impl Queue {
             Ok((loc, epoch)) => Staging::Staged(Staged { message, loc }, epoch),
             Err(e) => {
                 tracing::error!(queue = %self.name, "store append failed: {e}");
-                Staging::Published(Enqueued::Refused)
+                Staging::Published(Enqueued::Unstored)
             }
         };
         self.finish(s);

@@ -22,8 +22,11 @@ pub const REPLY_TO_PREFIX: &str = "amq.rabbitmq.reply-to";
 pub struct PublishOutcome {
     /// Number of queues that took the message.
     pub delivered_to: usize,
-    /// Some queue refused it (`x-overflow: reject-publish`): the publisher gets a nack.
+    /// Some queue refused it (`x-overflow: reject-publish`) or could not store it:
+    /// the publisher gets a nack.
     pub refused: bool,
+    /// Some queue's store could not write it: a transaction must not commit.
+    pub unstored: bool,
     /// The message is on disk once the durability epoch reaches this (0: no wait).
     pub epoch: u64,
 }
@@ -674,6 +677,10 @@ impl VHost {
                     outcome.epoch = outcome.epoch.max(epoch);
                 }
                 Enqueued::Refused => outcome.refused = true,
+                Enqueued::Unstored => {
+                    outcome.refused = true;
+                    outcome.unstored = true;
+                }
             }
         }
         (outcome, None)

@@ -632,8 +632,9 @@ impl<'a> Session<'a> {
         let (staged, epoch) = match outcome {
             Staging::Staged(staged, epoch) => (Some(staged), epoch),
             Staging::Published(Enqueued::Accepted(epoch)) => (None, epoch),
-            Staging::Published(Enqueued::Refused) => {
-                // The local queue is full (reject-publish): leave the message upstream.
+            Staging::Published(Enqueued::Refused | Enqueued::Unstored) => {
+                // The local queue is full (reject-publish) or its store failed: leave
+                // the message upstream.
                 if ack_mode != AckMode::NoAck {
                     writer.push_nack(CH, inc.tag, false, true);
                 }
