@@ -328,9 +328,6 @@ impl Queue {
             return Enqueued::Refused;
         };
         let (loc, epoch) = match &self.store {
-            // After a store failure a transient message lives in memory only, as in a
-            // non-durable queue: transient traffic goes on.
-            Some(store) if !message.is_persistent() && store.failed() => (None, 0),
             Some(store) => match store.append_identified(&message, identity) {
                 Ok((loc, epoch)) => (Some(loc), if message.is_persistent() { epoch } else { 0 }),
                 Err(e) => {
@@ -892,31 +889,6 @@ mod tests {
             Staging::Published(Enqueued::Accepted(0))
         ));
         assert_eq!(queue.message_count(), 1);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    /// After a store failure a durable queue refuses persistent messages at once
-    /// (nothing would ever sync them) and keeps transient ones in memory only.
-    #[test]
-    fn a_failed_store_refuses_persistent_messages_and_keeps_transient_ones() {
-        let dir = scratch("failed-store");
-        let (broker, queue) = durable_queue(&dir);
-        let durability = &broker.storage().expect("stored").durability;
-        assert!(matches!(
-            queue.publish(message("before", true)),
-            Enqueued::Accepted(e) if e > 0
-        ));
-        durability.fail("a test");
-        assert_eq!(queue.publish(message("lost", true)), Enqueued::Unstored);
-        assert_eq!(
-            queue.publish(message("transient", false)),
-            Enqueued::Accepted(0)
-        );
-        assert_eq!(queue.message_count(), 2);
-        let bodies: Vec<_> = std::iter::from_fn(|| queue.get(true))
-            .map(|(m, _)| String::from_utf8(m.message.body.to_vec()).unwrap())
-            .collect();
-        assert_eq!(bodies, ["before", "transient"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

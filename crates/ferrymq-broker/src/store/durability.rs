@@ -121,7 +121,7 @@ impl Durability {
         self.failure_listeners.write().push(Box::new(f));
     }
 
-    pub(crate) fn fail(&self, what: &str) {
+    fn fail(&self, what: &str) {
         if !self.failed.swap(true, Ordering::AcqRel) {
             tracing::error!("durable store failed ({what}); persistent messages are nacked until a restart (free disk space, then restart: what was confirmed is recovered)");
             for l in self.failure_listeners.read().iter() {

@@ -849,11 +849,6 @@ impl QueueStore {
     /// [`QueueStore::append`] that also logs the message's identity digest (for
     /// persistent messages), durable in the same round as the message.
     pub fn append_identified(&self, m: &Message, identity: Option<u64>) -> io::Result<(Loc, u64)> {
-        // Nothing written after a failure would ever be synced: refuse it rather than
-        // let the buffer grow until a restart.
-        if self.failed() {
-            return Err(io::Error::other("the durable store failed"));
-        }
         let mut w = self.shared.w.lock();
         if w.destroyed {
             return Err(io::Error::new(io::ErrorKind::NotFound, "queue deleted"));
@@ -1012,12 +1007,6 @@ impl QueueStore {
             .into_iter()
             .map(|(_, d)| d)
             .collect())
-    }
-
-    /// Whether the store failed (a write or fsync error): nothing is stored until a
-    /// restart.
-    pub fn failed(&self) -> bool {
-        self.durability.failed()
     }
 
     /// Memory the store holds per message beyond the queue's own: the identities of
