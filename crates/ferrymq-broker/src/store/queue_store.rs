@@ -1051,7 +1051,7 @@ impl QueueStore {
             data
         };
         match record::decode(&data, seg.seed) {
-            Read::Record(m) => Ok(*m),
+            Read::Record(m) => Ok(m),
             _ => Err(io::Error::new(io::ErrorKind::InvalidData, "corrupt record")),
         }
     }
@@ -1088,6 +1088,7 @@ impl QueueStore {
             // (segment, file offset, length) of the block `scratch` holds.
             let mut block: Option<(u32, u64, usize)> = None;
             let mut out = Vec::with_capacity(locs.len());
+            let mut decoder = record::Decoder::new();
             for (i, &loc) in locs.iter().enumerate() {
                 // Buffered and in-flight bytes are always of a segment this process
                 // created, whose seed is its number's.
@@ -1095,15 +1096,15 @@ impl QueueStore {
                 let start = loc.offset as u64;
                 if loc.segment == current && start >= unflushed_from {
                     let at = (start - unflushed_from) as usize;
-                    out.push(match record::decode(unflushed.get(at..).unwrap_or(&[]), seed) {
-                        Read::Record(m) => Ok(*m),
+                    out.push(match decoder.decode(unflushed.get(at..).unwrap_or(&[]), seed) {
+                        Read::Record(m) => Ok(m),
                         _ => Err(bad("corrupt buffered record")),
                     });
                     continue;
                 }
                 if let Some(bytes) = in_flight_at(&in_flight, loc) {
-                    out.push(match record::decode(bytes, seed) {
-                        Read::Record(m) => Ok(*m),
+                    out.push(match decoder.decode(bytes, seed) {
+                        Read::Record(m) => Ok(m),
                         _ => Err(bad("corrupt buffered record")),
                     });
                     continue;
@@ -1123,8 +1124,8 @@ impl QueueStore {
                         block = Some((loc.segment, start, want));
                     }
                     let (_, at, len) = block.expect("block read");
-                    match record::decode(&scratch[(start - at) as usize..len], *seed) {
-                        Read::Record(m) => return Ok(*m),
+                    match decoder.decode(&scratch[(start - at) as usize..len], *seed) {
+                        Read::Record(m) => return Ok(m),
                         Read::Truncated => {}
                         _ => return Err(bad("corrupt record")),
                     }
@@ -1146,8 +1147,8 @@ impl QueueStore {
                     block = None;
                     fill(scratch, file, start, want)?;
                     block = Some((loc.segment, start, want));
-                    match record::decode(&scratch[..want], *seed) {
-                        Read::Record(m) => Ok(*m),
+                    match decoder.decode(&scratch[..want], *seed) {
+                        Read::Record(m) => Ok(m),
                         _ => Err(bad("corrupt record")),
                     }
                 };

@@ -125,7 +125,7 @@ pub fn encoded_len(m: &Message, identified: bool) -> usize {
 /// Result of reading one record.
 pub enum Read {
     /// A valid record.
-    Record(Box<Message>),
+    Record(Message),
     /// Not enough bytes for a whole record: a torn tail.
     Truncated,
     /// The checksum or the layout does not match: corruption.
@@ -153,23 +153,36 @@ pub enum Scan {
     Corrupt,
 }
 
+/// Why the bytes at a position hold no whole, intact record.
+enum Damage {
+    Truncated,
+    Corrupt,
+}
+
+/// The payload of the record at the start of `data`, its length and checksum checked.
+fn checked_payload(data: &[u8], seed: u32) -> Result<&[u8], Damage> {
+    if data.len() < HEADER {
+        return Err(Damage::Truncated);
+    }
+    let len = u32::from_be_bytes(data[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_be_bytes(data[4..8].try_into().expect("4 bytes"));
+    let payload = data.get(HEADER..HEADER + len).ok_or(Damage::Truncated)?;
+    if crc32c::crc32c_append(seed, payload) != crc {
+        return Err(Damage::Corrupt);
+    }
+    Ok(payload)
+}
+
 /// Checks the record at the start of `data` (CRC from `seed`, layout) without allocating.
 pub fn scan(data: &[u8], seed: u32) -> Scan {
     if data.starts_with(&end_mark(seed)) {
         return Scan::End;
     }
-    if data.len() < HEADER {
-        return Scan::Truncated;
-    }
-    let len = u32::from_be_bytes(data[0..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_be_bytes(data[4..8].try_into().expect("4 bytes"));
-    if data.len() < HEADER + len {
-        return Scan::Truncated;
-    }
-    let p = &data[HEADER..HEADER + len];
-    if crc32c::crc32c_append(seed, p) != crc {
-        return Scan::Corrupt;
-    }
+    let p = match checked_payload(data, seed) {
+        Ok(p) => p,
+        Err(Damage::Truncated) => return Scan::Truncated,
+        Err(Damage::Corrupt) => return Scan::Corrupt,
+    };
     let fixed = || -> Option<Scan> {
         let flags = *p.first()?;
         let (identity, mut at) = if flags & IDENTIFIED != 0 {
@@ -186,7 +199,7 @@ pub fn scan(data: &[u8], seed: u32) -> Scan {
         Some(Scan::Record {
             persistent: flags & PERSISTENT != 0,
             size: body as u64,
-            len: HEADER + len,
+            len: HEADER + p.len(),
             identity,
         })
     };
@@ -195,58 +208,80 @@ pub fn scan(data: &[u8], seed: u32) -> Scan {
 
 /// Decodes the record at the start of `data` (CRC from `seed`).
 pub fn decode(data: &[u8], seed: u32) -> Read {
-    if data.len() < HEADER {
-        return Read::Truncated;
-    }
-    let len = u32::from_be_bytes(data[0..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_be_bytes(data[4..8].try_into().expect("4 bytes"));
-    if data.len() < HEADER + len {
-        return Read::Truncated;
-    }
-    let payload = &data[HEADER..HEADER + len];
-    if crc32c::crc32c_append(seed, payload) != crc {
-        return Read::Corrupt;
-    }
-    match decode_payload(payload) {
-        Some((m, _)) => Read::Record(Box::new(m)),
-        None => Read::Corrupt,
+    Decoder::new().decode(data, seed)
+}
+
+/// Decodes a run of records read back together. It reads the clocks once for the
+/// run, and consecutive records with the same properties (one publisher's stream,
+/// as a rule) share one copy of them: a refill then allocates per message for the
+/// body and routing key only.
+pub struct Decoder {
+    /// Wall-clock now, in ms since the epoch (records carry wall-clock receive times).
+    now_ms: u64,
+    /// The same moment on this process's monotonic clock.
+    now: Instant,
+    /// The properties of the last record decoded.
+    last_properties: Bytes,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
-fn decode_payload(p: &[u8]) -> Option<(Message, bool)> {
-    let mut at = 0usize;
-    let mut take = |n: usize| -> Option<&[u8]> {
-        let s = p.get(at..at + n)?;
-        at += n;
-        Some(s)
-    };
-    let flags = take(1)?[0];
-    if flags & IDENTIFIED != 0 {
-        take(8)?;
+impl Decoder {
+    /// A decoder whose clock reading is now.
+    pub fn new() -> Self {
+        Decoder {
+            now_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            now: Instant::now(),
+            last_properties: Bytes::new(),
+        }
     }
-    let received_ms = u64::from_be_bytes(take(8)?.try_into().ok()?);
-    let exlen = take(1)?[0] as usize;
-    let exchange = String::from_utf8(take(exlen)?.to_vec()).ok()?;
-    let rklen = take(1)?[0] as usize;
-    let routing_key = String::from_utf8(take(rklen)?.to_vec()).ok()?;
-    let plen = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
-    let raw = take(plen)?.to_vec();
-    let body = p.get(at..)?.to_vec();
-    // Re-anchor the receive time on this process's monotonic clock so TTLs keep counting.
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let age = Duration::from_millis(now_ms.saturating_sub(received_ms));
-    let received_at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-    let m = Message::from_wire(
-        exchange,
-        routing_key,
-        Bytes::from(raw),
-        Bytes::from(body),
-        received_at,
-    )?;
-    Some((m, flags & PERSISTENT != 0))
+
+    /// Decodes the record at the start of `data` (CRC from `seed`).
+    pub fn decode(&mut self, data: &[u8], seed: u32) -> Read {
+        match checked_payload(data, seed).map(|p| self.decode_payload(p)) {
+            Ok(Some(m)) => Read::Record(m),
+            Err(Damage::Truncated) => Read::Truncated,
+            Ok(None) | Err(Damage::Corrupt) => Read::Corrupt,
+        }
+    }
+
+    fn decode_payload(&mut self, p: &[u8]) -> Option<Message> {
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let s = p.get(at..at + n)?;
+            at += n;
+            Some(s)
+        };
+        let flags = take(1)?[0];
+        if flags & IDENTIFIED != 0 {
+            take(8)?;
+        }
+        let received_ms = u64::from_be_bytes(take(8)?.try_into().ok()?);
+        let exlen = take(1)?[0] as usize;
+        let exchange = String::from_utf8(take(exlen)?.to_vec()).ok()?;
+        let rklen = take(1)?[0] as usize;
+        let routing_key = String::from_utf8(take(rklen)?.to_vec()).ok()?;
+        let plen = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+        let raw = take(plen)?;
+        let properties = if raw == &self.last_properties[..] {
+            self.last_properties.clone()
+        } else {
+            self.last_properties = Bytes::copy_from_slice(raw);
+            self.last_properties.clone()
+        };
+        let body = Bytes::copy_from_slice(p.get(at..)?);
+        // Re-anchor the receive time on this process's monotonic clock so TTLs keep counting.
+        let age = Duration::from_millis(self.now_ms.saturating_sub(received_ms));
+        let received_at = self.now.checked_sub(age).unwrap_or(self.now);
+        Message::from_wire(exchange, routing_key, properties, body, received_at)
+    }
 }
 
 #[cfg(test)]
@@ -286,6 +321,54 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 0x40;
         assert!(matches!(decode(&flipped, 0), Read::Corrupt));
+    }
+
+    #[test]
+    fn a_run_of_records_shares_equal_properties_and_keeps_each_ones_own() {
+        let make = |props: AMQPProperties, body: &'static [u8]| {
+            let m = Message::new("".into(), "rk".into(), props, Bytes::from_static(body));
+            let mut buf = Vec::new();
+            encode(&mut buf, &m, 0, None);
+            buf
+        };
+        let persistent = AMQPProperties::default().with_delivery_mode(2);
+        let typed = persistent.clone().with_content_type("text/plain".into());
+        let records = [
+            make(persistent.clone(), b"a"),
+            make(persistent.clone(), b"b"),
+            make(typed.clone(), b"c"),
+            make(persistent.clone(), b"d"),
+            make(AMQPProperties::default(), b"e"),
+        ];
+        let mut decoder = Decoder::new();
+        let read: Vec<Message> = records
+            .iter()
+            .map(|r| match decoder.decode(r, 0) {
+                Read::Record(m) => m,
+                _ => panic!("valid record"),
+            })
+            .collect();
+        let wanted = [
+            &persistent,
+            &persistent,
+            &typed,
+            &persistent,
+            &AMQPProperties::default(),
+        ];
+        for ((m, props), body) in read.iter().zip(wanted).zip([b"a", b"b", b"c", b"d", b"e"]) {
+            assert_eq!(m.properties(), props);
+            assert_eq!(&m.body[..], body);
+        }
+        // Equal neighbours share one copy; a change starts a new one.
+        assert_eq!(
+            read[0].raw_properties.as_ptr(),
+            read[1].raw_properties.as_ptr()
+        );
+        assert_ne!(
+            read[1].raw_properties.as_ptr(),
+            read[3].raw_properties.as_ptr()
+        );
+        assert!(read[3].is_persistent() && !read[4].is_persistent());
     }
 
     #[test]
