@@ -176,7 +176,8 @@ struct Incoming {
     redelivered: bool,
     exchange: String,
     routing_key: String,
-    properties: Bytes,
+    /// What to store, decided from the properties as soon as they arrive.
+    prepared: Option<Prepared>,
     size: usize,
     body: BytesMut,
 }
@@ -508,7 +509,7 @@ impl<'a> Session<'a> {
                             redelivered,
                             exchange,
                             routing_key,
-                            properties: Bytes::new(),
+                            prepared: None,
                             size: 0,
                             body: BytesMut::new(),
                         });
@@ -532,7 +533,7 @@ impl<'a> Session<'a> {
                     _ => {}
                 },
                 FRAME_HEADER => {
-                    if let Some(inc) = self.incoming.as_mut() {
+                    if let Some(redelivered) = self.incoming.as_ref().map(|i| i.redelivered) {
                         let size = frame.body_size().unwrap_or(0);
                         if size > MAX_BODY {
                             return Err(format!(
@@ -540,9 +541,13 @@ impl<'a> Session<'a> {
                             ));
                         }
                         let size = size as usize;
+                        // Rewritten straight from the read buffer: no copy of the
+                        // properties as received is kept.
+                        let properties = frame.payload.get(12..).unwrap_or_default();
+                        let prepared = self.prepare(properties, redelivered)?;
+                        let inc = self.incoming.as_mut().expect("checked above");
                         inc.size = size;
-                        inc.properties =
-                            Bytes::copy_from_slice(frame.payload.get(12..).unwrap_or_default());
+                        inc.prepared = Some(prepared);
                         inc.body = BytesMut::with_capacity(size.min(1 << 20));
                         if size == 0 {
                             let inc = self.incoming.take().expect("just set");
@@ -568,25 +573,10 @@ impl<'a> Session<'a> {
     /// Moves one delivered message into the local queue (or drops a duplicate).
     fn store(&mut self, inc: Incoming, writer: &mut FrameWriter) -> Result<(), String> {
         let ack_mode = self.cfg.upstream.ack_mode;
-        let hop = Hop {
-            uri: &self.uri_shown,
-            queue: &self.cfg.upstream_queue,
-            redelivered: inc.redelivered,
-            cluster_name: &self.upstream_cluster,
-        };
-        let prepared = match headers::rewrite(
-            &inc.properties,
-            IDENTITY_HEADER,
-            IDENTITY_KEY,
-            &hop,
-            identity_of,
-        ) {
-            Some(r) => Prepared::Store(Bytes::from(r.properties), r.identity),
-            None => self.prepare_decoded(&inc.properties, &hop)?,
-        };
-        let (properties, identity) = match prepared {
-            Prepared::Store(p, id) => (p, id),
-            Prepared::Loop => {
+        let (properties, identity) = match inc.prepared {
+            Some(Prepared::Store(p, id)) => (p, id),
+            None => return Err("a message body arrived before its header".into()),
+            Some(Prepared::Loop) => {
                 // Never back into a queue the message already left: leave it upstream,
                 // where the upstream's own consumers (served first) can take it.
                 self.status.loops_refused.fetch_add(1, Ordering::Relaxed);
@@ -663,12 +653,27 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// The properties a delivered message is stored with: its own, the identity
+    /// header removed and a hop entry added (or `Loop` if it already left this queue).
+    fn prepare(&self, raw: &[u8], redelivered: bool) -> Result<Prepared, String> {
+        let hop = Hop {
+            uri: &self.uri_shown,
+            queue: &self.cfg.upstream_queue,
+            redelivered,
+            cluster_name: &self.upstream_cluster,
+        };
+        match headers::rewrite(raw, IDENTITY_HEADER, IDENTITY_KEY, &hop, identity_of) {
+            Some(r) => Ok(Prepared::Store(Bytes::from(r.properties), r.identity)),
+            None => self.prepare_decoded(raw, &hop),
+        }
+    }
+
     /// The decoding path, for messages that already carry `x-received-from` (they
     /// may be looping) or have properties the byte-level rewrite does not handle.
-    fn prepare_decoded(&self, raw: &Bytes, hop: &Hop<'_>) -> Result<Prepared, String> {
+    fn prepare_decoded(&self, raw: &[u8], hop: &Hop<'_>) -> Result<Prepared, String> {
         // Decoded strictly: a lenient decode would replace undecodable properties with
         // defaults and store the message as something else (transient, no headers).
-        let props = basic::parse_properties(&raw[..])
+        let props = basic::parse_properties(raw)
             .map(|(_, p)| p)
             .map_err(|_| "the upstream sent properties that cannot be decoded".to_string())?;
         let headers = props.headers().clone().unwrap_or_default();
