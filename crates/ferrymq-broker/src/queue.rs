@@ -323,6 +323,7 @@ impl Queue {
             // Deleted while we waited for the lock.
             return Enqueued::Accepted(0);
         }
+        let dropped_from = s.dead.len();
         let Some(message) = self.admit(&mut s, message) else {
             self.finish(s);
             return Enqueued::Refused;
@@ -333,6 +334,8 @@ impl Queue {
                 Err(e) => {
                     // The publisher must not get a confirm for a message we could not store.
                     tracing::error!(queue = %self.name, "store append failed: {e}");
+                    self.undo_room(&mut s, dropped_from);
+                    self.finish(s);
                     return Enqueued::Unstored;
                 }
             },
@@ -450,6 +453,7 @@ impl Queue {
         if self.is_deleted() {
             return Staging::Published(Enqueued::Accepted(0));
         }
+        let dropped_from = s.dead.len();
         let Some(message) = self.admit(&mut s, message) else {
             self.finish(s);
             return Staging::Published(Enqueued::Refused);
@@ -458,6 +462,7 @@ impl Queue {
             Ok((loc, epoch)) => Staging::Staged(Staged { message, loc }, epoch),
             Err(e) => {
                 tracing::error!(queue = %self.name, "store append failed: {e}");
+                self.undo_room(&mut s, dropped_from);
                 Staging::Published(Enqueued::Unstored)
             }
         };
@@ -516,6 +521,14 @@ impl Queue {
                 None
             }
             mode => Some(mode),
+        }
+    }
+
+    /// Puts back the messages `drop-head` took off the head (from position `from` of
+    /// the dead list) to make room for a message that then did not go in.
+    fn undo_room(&self, s: &mut QueueState, from: usize) {
+        for (m, _) in s.dead.split_off(from) {
+            s.ready.requeue(m);
         }
     }
 
@@ -830,6 +843,7 @@ mod tests {
     use crate::vhost::QueueOptions;
     use crate::Broker;
     use amq_protocol::protocol::basic::AMQPProperties;
+    use amq_protocol::types::{AMQPValue, FieldTable};
     use bytes::Bytes;
 
     fn message(body: &'static str, persistent: bool) -> Arc<Message> {
@@ -916,6 +930,51 @@ mod tests {
             .map(|m| String::from_utf8(m.body.to_vec()).unwrap())
             .collect();
         assert_eq!(newest, ["m4", "m3", "m2"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `drop-head` makes room before the store writes a message; if the write then
+    /// fails, the message is refused and the head it displaced stays.
+    #[test]
+    fn a_failed_append_gives_back_the_head_drop_head_took() {
+        let dir = scratch("drop-head-undo");
+        let (broker, _) = Broker::open(&dir).expect("open");
+        let vhost = broker.add_vhost("/");
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-max-length".into(), AMQPValue::LongInt(2));
+        arguments.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("drop-head".into()),
+        );
+        let opts = QueueOptions {
+            durable: true,
+            arguments,
+            ..Default::default()
+        };
+        let (queue, _) = vhost.declare_queue("q", 0, opts).expect("declare");
+        let big = |fill: u8| {
+            let props = AMQPProperties::default().with_delivery_mode(2);
+            let body = Bytes::from(vec![fill; (crate::store::SEGMENT_SIZE as usize) / 2 + 1]);
+            Arc::new(Message::new(String::new(), "q".into(), props, body))
+        };
+        assert!(matches!(
+            queue.publish(message("head", true)),
+            Enqueued::Accepted(_)
+        ));
+        assert!(matches!(queue.publish(big(1)), Enqueued::Accepted(_)));
+        // The next big message needs a new segment file, which cannot be created now.
+        std::fs::remove_dir_all(&dir).expect("remove the data dir");
+        assert!(matches!(queue.publish(big(2)), Enqueued::Unstored));
+        assert!(matches!(
+            queue.stage(big(3), Some(1)),
+            Staging::Published(Enqueued::Unstored)
+        ));
+        assert_eq!(queue.message_count(), 2);
+        let (first, _) = queue.get(true).expect("the head is still there");
+        assert_eq!(&first.message.body[..], b"head");
+        let (second, _) = queue.get(true).expect("then the first big message");
+        assert_eq!(second.message.body[0], 1);
+        drop(broker);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
