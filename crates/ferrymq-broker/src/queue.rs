@@ -525,10 +525,12 @@ impl Queue {
     }
 
     /// Puts back the messages `drop-head` took off the head (from position `from` of
-    /// the dead list) to make room for a message that then did not go in.
+    /// the dead list) to make room for a message that then did not go in. Each goes
+    /// back to the lane front it was popped from, the last popped first: lanes are
+    /// not always in sequence order (staged messages join late), so no search.
     fn undo_room(&self, s: &mut QueueState, from: usize) {
-        for (m, _) in s.dead.split_off(from) {
-            s.ready.requeue(m);
+        for (m, _) in s.dead.split_off(from).into_iter().rev() {
+            s.ready.unpop(m);
         }
     }
 
@@ -934,14 +936,20 @@ mod tests {
     }
 
     /// `drop-head` makes room before the store writes a message; if the write then
-    /// fails, the message is refused and the head it displaced stays.
+    /// fails, the message is refused and the messages it displaced stay, in their
+    /// order, even in a lane a staged message joined late (out of sequence order).
     #[test]
     fn a_failed_append_gives_back_the_head_drop_head_took() {
         let dir = scratch("drop-head-undo");
         let (broker, _) = Broker::open(&dir).expect("open");
         let vhost = broker.add_vhost("/");
+        let big_size = crate::store::SEGMENT_SIZE as usize / 2 + 1;
         let mut arguments = FieldTable::default();
-        arguments.insert("x-max-length".into(), AMQPValue::LongInt(2));
+        // Room for one big message and the two one-byte ones.
+        arguments.insert(
+            "x-max-length-bytes".into(),
+            AMQPValue::LongLongInt(big_size as i64 + 2),
+        );
         arguments.insert(
             "x-overflow".into(),
             AMQPValue::LongString("drop-head".into()),
@@ -954,26 +962,34 @@ mod tests {
         let (queue, _) = vhost.declare_queue("q", 0, opts).expect("declare");
         let big = |fill: u8| {
             let props = AMQPProperties::default().with_delivery_mode(2);
-            let body = Bytes::from(vec![fill; (crate::store::SEGMENT_SIZE as usize) / 2 + 1]);
+            let body = Bytes::from(vec![fill; big_size]);
             Arc::new(Message::new(String::new(), "q".into(), props, body))
         };
+        // A staged message enqueued after a later one: the lane is [t, p], p older.
+        let Staging::Staged(p, _) = queue.stage(message("p", true), Some(1)) else {
+            panic!("not staged");
+        };
         assert!(matches!(
-            queue.publish(message("head", true)),
+            queue.publish(message("t", false)),
             Enqueued::Accepted(_)
         ));
+        queue.enqueue_staged([p]);
         assert!(matches!(queue.publish(big(1)), Enqueued::Accepted(_)));
-        // The next big message needs a new segment file, which cannot be created now.
+        assert_eq!(queue.message_count(), 3);
+        // Another big message needs a new segment file, which cannot be created now;
+        // making room for it drops all three first.
         std::fs::remove_dir_all(&dir).expect("remove the data dir");
         assert!(matches!(queue.publish(big(2)), Enqueued::Unstored));
         assert!(matches!(
-            queue.stage(big(3), Some(1)),
+            queue.stage(big(3), Some(2)),
             Staging::Published(Enqueued::Unstored)
         ));
-        assert_eq!(queue.message_count(), 2);
-        let (first, _) = queue.get(true).expect("the head is still there");
-        assert_eq!(&first.message.body[..], b"head");
-        let (second, _) = queue.get(true).expect("then the first big message");
-        assert_eq!(second.message.body[0], 1);
+        assert_eq!(queue.message_count(), 3);
+        let mut order = Vec::new();
+        while let Some((m, _)) = queue.get(true) {
+            order.push(m.message.body[0]);
+        }
+        assert_eq!(order, [b't', b'p', 1]);
         drop(broker);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -166,6 +166,15 @@ impl ReadyList {
         Some(m)
     }
 
+    /// Undoes [`Self::pop_oldest`]: puts `m` back at the front of its lane, exactly
+    /// where it was taken from (undo several pops newest first).
+    pub fn unpop(&mut self, m: QueuedMessage) {
+        self.mem_len += 1;
+        self.bytes += m.message.size() as u64;
+        let lane = self.lane_of(&m);
+        self.lanes[lane].push_front(m);
+    }
+
     /// Removes everything; returns the in-memory messages and the paged references.
     pub fn drain(&mut self) -> (Vec<QueuedMessage>, Vec<u64>) {
         self.mem_len = 0;

@@ -359,6 +359,19 @@ mod tests {
             assert_eq!(m.properties(), props);
             assert_eq!(&m.body[..], body);
         }
+        // A record keeps its age: five seconds old when written, still as old read back.
+        let mut aged = Message::new("".into(), "rk".into(), persistent.clone(), Bytes::new());
+        aged.received_at = Instant::now() - Duration::from_secs(5);
+        let mut buf = Vec::new();
+        encode(&mut buf, &aged, 0, None);
+        let Read::Record(back) = decoder.decode(&buf, 0) else {
+            panic!("valid record");
+        };
+        let age = back.received_at.elapsed();
+        assert!(
+            age >= Duration::from_millis(4990) && age < Duration::from_secs(7),
+            "{age:?}"
+        );
         // Equal neighbours share one copy; a change starts a new one.
         assert_eq!(
             read[0].raw_properties.as_ptr(),
