@@ -17,7 +17,7 @@ use ferrymq_broker::exchange::{Destination, Exchange};
 use ferrymq_broker::message::Message;
 use ferrymq_broker::queue::Queue;
 use ferrymq_broker::vhost::{
-    copy_properties, ExchangeOptions, QueueOptions, VHost, REPLY_TO_PREFIX,
+    copy_properties, ExchangeOptions, PublishOutcome, QueueOptions, VHost, REPLY_TO_PREFIX,
 };
 use ferrymq_broker::Broker;
 use std::collections::VecDeque;
@@ -770,15 +770,15 @@ impl Channel {
         Ok(())
     }
 
-    /// Routes a publish; returns the durability epoch it must wait for and whether
-    /// a queue's store could not write it.
+    /// Routes a publish and queues its confirm; returns what publishing did (the
+    /// durability epoch to wait for, whether a queue's store could not write it).
     fn route_and_confirm(
         &mut self,
         ctx: &ConnCtx,
         exchange: &Arc<Exchange>,
         message: Message,
         mandatory: bool,
-    ) -> (u64, bool) {
+    ) -> PublishOutcome {
         let mut targets = std::mem::take(&mut self.route_buf);
         let (outcome, unroutable) = ctx.vhost.publish(exchange, message, &mut targets);
         self.route_buf = targets;
@@ -799,7 +799,7 @@ impl Channel {
             self.confirms
                 .push_back((self.publish_seq, outcome.epoch, settle));
         }
-        (outcome.epoch, outcome.unstored)
+        outcome
     }
 
     /// Whether confirms wait for the store (anything left after a flush waits for it,
@@ -1035,9 +1035,9 @@ impl Channel {
                 for op in ops {
                     match op {
                         TxOp::Publish(ex, m, mandatory) => {
-                            let (e, r) = self.route_and_confirm(ctx, &ex, *m, mandatory);
-                            epoch = epoch.max(e);
-                            unstored |= r;
+                            let outcome = self.route_and_confirm(ctx, &ex, *m, mandatory);
+                            epoch = epoch.max(outcome.epoch);
+                            unstored |= outcome.unstored;
                         }
                         TxOp::Ack(tag, multiple) => self.ack(tag, multiple)?,
                         TxOp::Nack(tag, multiple, requeue) => self.nack(tag, multiple, requeue)?,
