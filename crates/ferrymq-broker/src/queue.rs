@@ -443,10 +443,11 @@ impl Queue {
     /// (and its identity) is synced. A consumer must not see a persistent federated
     /// message before then: if it consumed one and the broker crashed before the
     /// write, the upstream's redelivery would be stored again and consumed twice.
-    /// Messages with nothing to wait for (transient, or a queue without a store)
-    /// are published at once.
+    /// A transient message waits for nothing (epoch 0) but is staged too, so that
+    /// the link enqueues it behind the persistent ones that came before it. In a
+    /// queue without a store every message is published at once.
     pub fn stage(self: &Arc<Self>, message: Arc<Message>, identity: Option<u64>) -> Staging {
-        let Some(store) = self.store.as_ref().filter(|_| message.is_persistent()) else {
+        let Some(store) = self.store.as_ref() else {
             return Staging::Published(self.publish_identified(message, identity));
         };
         let mut s = self.state.lock();
@@ -458,8 +459,11 @@ impl Queue {
             self.finish(s);
             return Staging::Published(Enqueued::Refused);
         };
+        let persistent = message.is_persistent();
         let staged = match store.append_identified(&message, identity) {
-            Ok((loc, epoch)) => Staging::Staged(Staged { message, loc }, epoch),
+            Ok((loc, epoch)) => {
+                Staging::Staged(Staged { message, loc }, if persistent { epoch } else { 0 })
+            }
             Err(e) => {
                 tracing::error!(queue = %self.name, "store append failed: {e}");
                 self.undo_room(&mut s, dropped_from);
@@ -899,11 +903,12 @@ mod tests {
         queue.enqueue_staged([staged]);
         let (got, _) = queue.get(false).expect("enqueued message");
         assert_eq!(&got.message.body[..], b"a");
-        // Nothing to wait for: a transient message is published at once.
-        assert!(matches!(
-            queue.stage(message("b", false), None),
-            Staging::Published(Enqueued::Accepted(0))
-        ));
+        // A transient message waits for nothing, but is staged too, to keep its place.
+        let Staging::Staged(transient, 0) = queue.stage(message("b", false), None) else {
+            panic!("a transient message is staged with nothing to wait for");
+        };
+        assert_eq!(queue.message_count(), 0);
+        queue.enqueue_staged([transient]);
         assert_eq!(queue.message_count(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }

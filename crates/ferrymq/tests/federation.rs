@@ -934,6 +934,42 @@ async fn consumed_messages_whose_upstream_acks_were_lost_are_not_stored_again() 
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// On-confirm holds a persistent message back until its round; a transient message
+/// behind it waits too, or the downstream's consumers would see the upstream's order
+/// changed.
+#[tokio::test]
+async fn on_confirm_keeps_the_order_of_persistent_and_transient_messages() {
+    const N: usize = 400;
+    let a = start().await;
+    let b = start().await;
+    let (_ca, cha) = a.channel().await;
+    declare_durable(&cha, "mixed").await.unwrap();
+    cha.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for i in 0..N {
+        let mode = if i % 3 == 0 { 2 } else { 1 };
+        cha.basic_publish(
+            "".into(),
+            "mixed".into(),
+            BasicPublishOptions::default(),
+            format!("m{i}").as_bytes(),
+            BasicProperties::default().with_delivery_mode(mode),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    add_upstream(&b, "up", a.port, json!({"ack-mode": "on-confirm"})).await;
+    federate(&b, "^mixed$", json!({"federation-upstream": "up"})).await;
+    let (_cb, chb) = b.channel().await;
+    declare_durable(&chb, "mixed").await.unwrap();
+    let got = consume_n(&chb, "mixed", N, 1000).await;
+    let want: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want);
+}
+
 #[tokio::test]
 async fn links_survive_a_downstream_restart() {
     let a = start().await;
