@@ -48,6 +48,9 @@ const PROBE_EVERY: Duration = Duration::from_secs(2);
 const MAX_BODY: u64 = 128 * 1024 * 1024;
 /// Key of a message's identity in the `x-received-from` entry a link adds.
 const IDENTITY_KEY: &str = "ferrymq-id";
+/// Prefix of an identity a FerryMQ upstream stamped (unique per message, unlike a
+/// `message-id`, which gets `message-id:`).
+const FERRYMQ_IDENTITY: &str = "ferrymq:";
 
 /// What the supervisor tells a running link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -588,9 +591,14 @@ impl<'a> Session<'a> {
             }
         };
         let digest = identity.as_deref().map(dedup::digest);
-        // Only a redelivery can be a copy of something this link stored: a first delivery
-        // whose message-id repeats (a business key reused by the application) is new.
-        if let Some(d) = digest.filter(|_| inc.redelivered) {
+        // A FerryMQ identity is unique, so it is checked on every delivery: an upstream
+        // that crashed before its delivered mark reached the disk redelivers without the
+        // redelivered flag. A message-id is checked only on redeliveries: a first
+        // delivery whose message-id repeats (a business key reused) is a new message.
+        let unique = identity
+            .as_deref()
+            .is_some_and(|i| i.starts_with(FERRYMQ_IDENTITY));
+        if let Some(d) = digest.filter(|_| inc.redelivered || unique) {
             if self.dedup.contains_digest(d) {
                 self.status.duplicates.fetch_add(1, Ordering::Relaxed);
                 if ack_mode != AckMode::NoAck {
@@ -847,7 +855,7 @@ enum Prepared {
 /// `ferrymq-id` key of the hop entry, read back by [`seed_from_queue`].)
 fn identity_of(ferrymq_id: Option<&str>, message_id: Option<&str>) -> Option<String> {
     match (ferrymq_id, message_id) {
-        (Some(f), _) => Some(format!("ferrymq:{f}")),
+        (Some(f), _) => Some(format!("{FERRYMQ_IDENTITY}{f}")),
         (None, Some(m)) => Some(format!("message-id:{m}")),
         (None, None) => None,
     }

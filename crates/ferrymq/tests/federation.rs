@@ -835,9 +835,27 @@ async fn downstream_sigkill_mid_transfer_loses_nothing_and_duplicates_nothing() 
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Reads one AMQP frame: its 7-byte header, then payload and frame-end octet.
+async fn read_frame(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<([u8; 7], Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 7];
+    r.read_exact(&mut head).await.ok()?;
+    let size = u32::from_be_bytes(head[3..7].try_into().unwrap()) as usize;
+    let mut rest = vec![0u8; size + 1];
+    r.read_exact(&mut rest).await.ok()?;
+    Some((head, rest))
+}
+
 /// A TCP proxy to `target` that, while `swallow` is set, drops the `basic.ack`
-/// frames the client sends (everything else passes): acks lost in flight.
-async fn ack_swallowing_proxy(target: u16, swallow: Arc<AtomicBool>) -> u16 {
+/// frames the client sends (everything else passes): acks lost in flight. While
+/// `unflag` is set, it clears the redelivered flag of the deliveries the server
+/// sends: what an upstream that crashed before its delivered marks reached the
+/// disk sends.
+async fn ack_swallowing_proxy(
+    target: u16,
+    swallow: Arc<AtomicBool>,
+    unflag: Arc<AtomicBool>,
+) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -845,6 +863,7 @@ async fn ack_swallowing_proxy(target: u16, swallow: Arc<AtomicBool>) -> u16 {
         loop {
             let (inbound, _) = listener.accept().await.unwrap();
             let swallow = swallow.clone();
+            let unflag = unflag.clone();
             tokio::spawn(async move {
                 let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
                 else {
@@ -852,8 +871,24 @@ async fn ack_swallowing_proxy(target: u16, swallow: Arc<AtomicBool>) -> u16 {
                 };
                 let (mut client_r, mut client_w) = inbound.into_split();
                 let (mut server_r, mut server_w) = outbound.into_split();
+                // Server to client, frame by frame.
                 tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut server_r, &mut client_w).await;
+                    while let Some((head, mut rest)) = read_frame(&mut server_r).await {
+                        let is_deliver =
+                            head[0] == 1 && rest.len() > 5 && rest[..4] == [0, 60, 0, 60];
+                        if is_deliver && unflag.load(Ordering::Relaxed) {
+                            // class, method, consumer tag, delivery tag, then the flag.
+                            let at = 4 + 1 + rest[4] as usize + 8;
+                            if let Some(flag) = rest.get_mut(at) {
+                                *flag = 0;
+                            }
+                        }
+                        if client_w.write_all(&head).await.is_err()
+                            || client_w.write_all(&rest).await.is_err()
+                        {
+                            return;
+                        }
+                    }
                 });
                 // Client to server, frame by frame after the 8-byte protocol header.
                 let mut header = [0u8; 8];
@@ -862,16 +897,7 @@ async fn ack_swallowing_proxy(target: u16, swallow: Arc<AtomicBool>) -> u16 {
                 {
                     return;
                 }
-                loop {
-                    let mut head = [0u8; 7];
-                    if client_r.read_exact(&mut head).await.is_err() {
-                        return;
-                    }
-                    let size = u32::from_be_bytes(head[3..7].try_into().unwrap()) as usize;
-                    let mut rest = vec![0u8; size + 1];
-                    if client_r.read_exact(&mut rest).await.is_err() {
-                        return;
-                    }
+                while let Some((head, rest)) = read_frame(&mut client_r).await {
                     let is_ack = head[0] == 1 && rest.len() >= 4 && rest[..4] == [0, 60, 0, 80];
                     if is_ack && swallow.load(Ordering::Relaxed) {
                         continue;
@@ -891,13 +917,15 @@ async fn ack_swallowing_proxy(target: u16, swallow: Arc<AtomicBool>) -> u16 {
 /// The downstream stores and its consumer consumes every message, but the link's
 /// acks never reach the upstream; then the downstream is killed. The upstream
 /// redelivers everything to the restarted downstream, which must recognise all of
-/// it (the messages are gone from its queue; only their logged identities remain).
+/// it (the messages are gone from its queue; only their logged identities remain),
+/// even without the redelivered flag, as an upstream that crashed too sends them.
 #[tokio::test]
 async fn consumed_messages_whose_upstream_acks_were_lost_are_not_stored_again() {
     const N: usize = 300;
     let (a, _ca) = upstream_with_backlog("lost-acks", N).await;
     let swallow = Arc::new(AtomicBool::new(true));
-    let proxy = ack_swallowing_proxy(a.port, swallow.clone()).await;
+    let unflag = Arc::new(AtomicBool::new(false));
+    let proxy = ack_swallowing_proxy(a.port, swallow.clone(), unflag.clone()).await;
     let dir = scratch_dir("lost-acks");
     let (port, http_port) = (free_port(), free_port());
     let b = spawn_with(&dir, port, http_port);
@@ -916,6 +944,7 @@ async fn consumed_messages_whose_upstream_acks_were_lost_are_not_stored_again() 
     b.kill9();
     drop(conn);
     swallow.store(false, Ordering::Relaxed);
+    unflag.store(true, Ordering::Relaxed);
     let b = spawn_with(&dir, port, http_port);
     // A consumer makes demand, so the restarted link pulls the redeliveries.
     let conn = lapin::Connection::connect(&b.uri(), Default::default())
