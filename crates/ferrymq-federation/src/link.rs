@@ -38,6 +38,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How long a stopping link waits for in-flight messages to be settled.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stopping link then gives the upstream to take its close.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// The channel the link uses on its upstream connection.
 const CH: u16 = 1;
 /// Channel for the periodic passive declare that shows the upstream queue's depth.
@@ -504,6 +506,14 @@ impl<'a> Session<'a> {
             match frame.kind {
                 FRAME_METHOD => match frame.method_id() {
                     Some(ids::BASIC_DELIVER) => {
+                        if self.incoming.is_some() {
+                            // Replacing the unfinished message would lose it: a later
+                            // multiple ack would settle its tag upstream.
+                            return Err(
+                                "the upstream sent a delivery before the previous one's content"
+                                    .into(),
+                            );
+                        }
                         self.status.received.fetch_add(1, Ordering::Relaxed);
                         let (tag, redelivered, exchange, routing_key) =
                             parse_deliver(frame.payload).ok_or("malformed basic.deliver")?;
@@ -756,8 +766,14 @@ impl<'a> Session<'a> {
             self.cancel(writer);
         }
         let deadline = Instant::now() + DRAIN_TIMEOUT;
+        // An upstream that stopped reading must not hold the stop (and the link
+        // replacing this one) past the deadline: every write here is bounded by it.
+        let until = tokio::time::Instant::from_std(deadline);
         while (self.cancelling || !self.pending.is_empty()) && Instant::now() < deadline {
-            if writer.flush().await.is_err() {
+            if !matches!(
+                tokio::time::timeout_at(until, writer.flush()).await,
+                Ok(Ok(()))
+            ) {
                 return;
             }
             let waiting_sync = self.pending.front().is_some_and(|p| p.epoch > 0);
@@ -777,8 +793,11 @@ impl<'a> Session<'a> {
             }
             self.settle(writer);
         }
-        let _ = writer.flush().await;
-        let _ = ferrymq_client::close_parts(reader, writer).await;
+        let close = async {
+            writer.flush().await?;
+            ferrymq_client::close_parts(reader, writer).await
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
     }
 }
 
