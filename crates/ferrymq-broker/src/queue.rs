@@ -303,17 +303,28 @@ impl Queue {
 
     /// Enqueues a published message and delivers what it can.
     pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Enqueued {
-        self.publish_identified(message, None)
+        self.enqueue(message, None, true)
     }
 
     /// [`Queue::publish`] for a message that arrived through a federation link: a
     /// durable queue logs the identity digest with a persistent message (see
     /// [`QueueStore::append_identified`]), so the link can drop the upstream's
-    /// redelivery of a message it already stored, even after a crash.
+    /// redelivery of a message it already stored, even after a crash. A message
+    /// the queue refuses is not dead-lettered under `reject-publish-dlx`: the link
+    /// leaves it upstream, and dead-lettering it too would copy it once per retry.
     pub fn publish_identified(
         self: &Arc<Self>,
         message: Arc<Message>,
         identity: Option<u64>,
+    ) -> Enqueued {
+        self.enqueue(message, identity, false)
+    }
+
+    fn enqueue(
+        self: &Arc<Self>,
+        message: Arc<Message>,
+        identity: Option<u64>,
+        dead_letter_refused: bool,
     ) -> Enqueued {
         if self.is_deleted() {
             return Enqueued::Accepted(0);
@@ -324,7 +335,7 @@ impl Queue {
             return Enqueued::Accepted(0);
         }
         let dropped_from = s.dead.len();
-        let Some(message) = self.admit(&mut s, message) else {
+        let Some(message) = self.admit(&mut s, message, dead_letter_refused) else {
             self.finish(s);
             return Enqueued::Refused;
         };
@@ -414,15 +425,19 @@ impl Queue {
         }
     }
 
-    /// Applies the length limits before a new message of `size` bytes goes in.
-    /// Returns the overflow mode if the message must be refused.
     /// Makes room for `message` under the length limits; `None` if the queue
-    /// refuses it (dead-lettered first under `reject-publish-dlx`).
-    fn admit(&self, s: &mut QueueState, message: Arc<Message>) -> Option<Arc<Message>> {
+    /// refuses it (dead-lettered first under `reject-publish-dlx` if
+    /// `dead_letter_refused`).
+    fn admit(
+        &self,
+        s: &mut QueueState,
+        message: Arc<Message>,
+        dead_letter_refused: bool,
+    ) -> Option<Arc<Message>> {
         match self.make_room(s, message.size() as u64) {
             None => Some(message),
             Some(refused) => {
-                if refused == Overflow::RejectPublishDlx {
+                if refused == Overflow::RejectPublishDlx && dead_letter_refused {
                     let qm = QueuedMessage {
                         expires_at: None,
                         message,
@@ -455,7 +470,7 @@ impl Queue {
             return Staging::Published(Enqueued::Accepted(0));
         }
         let dropped_from = s.dead.len();
-        let Some(message) = self.admit(&mut s, message) else {
+        let Some(message) = self.admit(&mut s, message, false) else {
             self.finish(s);
             return Staging::Published(Enqueued::Refused);
         };
@@ -873,6 +888,24 @@ mod tests {
         (broker, queue)
     }
 
+    fn text(s: &str) -> AMQPValue {
+        AMQPValue::LongString(s.into())
+    }
+
+    /// Declares the durable queue `q` with these arguments.
+    fn declare_limited(vhost: &Arc<crate::vhost::VHost>, args: &[(&str, AMQPValue)]) -> Arc<Queue> {
+        let mut arguments = FieldTable::default();
+        for (k, v) in args {
+            arguments.insert((*k).into(), v.clone());
+        }
+        let opts = QueueOptions {
+            durable: true,
+            arguments,
+            ..Default::default()
+        };
+        vhost.declare_queue("q", 0, opts).expect("declare").0
+    }
+
     fn wait_synced(broker: &Broker, epoch: u64) {
         let durability = &broker.storage().expect("stored").durability;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -949,22 +982,17 @@ mod tests {
         let (broker, _) = Broker::open(&dir).expect("open");
         let vhost = broker.add_vhost("/");
         let big_size = crate::store::SEGMENT_SIZE as usize / 2 + 1;
-        let mut arguments = FieldTable::default();
         // Room for one big message and the two one-byte ones.
-        arguments.insert(
-            "x-max-length-bytes".into(),
-            AMQPValue::LongLongInt(big_size as i64 + 2),
+        let queue = declare_limited(
+            &vhost,
+            &[
+                (
+                    "x-max-length-bytes",
+                    AMQPValue::LongLongInt(big_size as i64 + 2),
+                ),
+                ("x-overflow", text("drop-head")),
+            ],
         );
-        arguments.insert(
-            "x-overflow".into(),
-            AMQPValue::LongString("drop-head".into()),
-        );
-        let opts = QueueOptions {
-            durable: true,
-            arguments,
-            ..Default::default()
-        };
-        let (queue, _) = vhost.declare_queue("q", 0, opts).expect("declare");
         let big = |fill: u8| {
             let props = AMQPProperties::default().with_delivery_mode(2);
             let body = Bytes::from(vec![fill; big_size]);
@@ -995,6 +1023,50 @@ mod tests {
             order.push(m.message.body[0]);
         }
         assert_eq!(order, [b't', b'p', 1]);
+        drop(broker);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Under `reject-publish-dlx` a publisher's refused message is dead-lettered, but
+    /// a link's is not: the link leaves it upstream and would retry it.
+    #[test]
+    fn a_link_refused_under_reject_publish_dlx_dead_letters_nothing() {
+        let dir = scratch("reject-dlx");
+        let (broker, _) = Broker::open(&dir).expect("open");
+        let vhost = broker.add_vhost("/");
+        let (dlq, _) = vhost
+            .declare_queue("dlq", 0, QueueOptions::default())
+            .expect("declare dlq");
+        let queue = declare_limited(
+            &vhost,
+            &[
+                ("x-max-length", AMQPValue::LongInt(1)),
+                ("x-overflow", text("reject-publish-dlx")),
+                ("x-dead-letter-exchange", text("")),
+                ("x-dead-letter-routing-key", text("dlq")),
+            ],
+        );
+        assert!(matches!(
+            queue.publish(message("first", true)),
+            Enqueued::Accepted(_)
+        ));
+        assert!(matches!(
+            queue.publish_identified(message("linked", true), Some(1)),
+            Enqueued::Refused
+        ));
+        assert!(matches!(
+            queue.stage(message("staged", true), Some(2)),
+            Staging::Published(Enqueued::Refused)
+        ));
+        assert_eq!(dlq.message_count(), 0, "a link's refusal was dead-lettered");
+        assert!(matches!(
+            queue.publish(message("published", true)),
+            Enqueued::Refused
+        ));
+        let (dead, _) = dlq
+            .get(true)
+            .expect("a publisher's refusal is dead-lettered");
+        assert_eq!(&dead.message.body[..], b"published");
         drop(broker);
         let _ = std::fs::remove_dir_all(&dir);
     }
