@@ -253,6 +253,11 @@ impl Queue {
         queue + self.store.as_ref().map_or(0, |st| st.memory_estimate())
     }
 
+    /// Whether this durable queue's store has failed: nothing it takes now becomes durable.
+    pub fn store_failed(&self) -> bool {
+        self.store.as_ref().is_some_and(|s| s.failed())
+    }
+
     /// The newest `limit` identity digests this durable queue logged with federated
     /// messages (empty for a transient queue), oldest first.
     pub fn recent_identities(&self, limit: usize) -> std::io::Result<Vec<u64>> {

@@ -290,6 +290,9 @@ impl<'a> Session<'a> {
         // Only durable copies may make a redelivery a duplicate: recording an unsynced
         // one would drop the redelivery and lose the message if the copy never lands.
         let synced = *self.synced.borrow();
+        // After a store failure no round will come: the upstream keeps these messages
+        // (they were not acknowledged), so local copies would be duplicates.
+        let keep_staged = !self.cfg.queue.store_failed();
         let mut staged = Vec::new();
         for p in self.pending.drain(..) {
             if let Some(d) = p.digest.filter(|_| p.epoch <= synced) {
@@ -297,7 +300,7 @@ impl<'a> Session<'a> {
             }
             // Delivered even if its round is late (the store stays in charge of
             // it): held back, it would sit in the store and in no queue.
-            staged.extend(p.staged);
+            staged.extend(p.staged.filter(|_| keep_staged));
         }
         self.cfg.queue.enqueue_staged(staged);
     }
@@ -362,6 +365,11 @@ impl<'a> Session<'a> {
                 _ = tick.tick() => {}
             }
             self.settle(&mut writer);
+            if self.cfg.queue.store_failed() {
+                // Nothing stored now would ever be acknowledged upstream: end the session
+                // so the upstream takes back what is in flight, for its own consumers.
+                return End::Failed("the local queue's store failed (see the broker log)".into());
+            }
             self.follow_demand(&mut writer);
             if last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY) && !self.probing {
                 if writer

@@ -1162,6 +1162,12 @@ impl QueueStore {
         })
     }
 
+    /// Whether the broker's store has failed (a write or fsync error): nothing
+    /// written since will be announced durable.
+    pub fn failed(&self) -> bool {
+        self.durability.failed()
+    }
+
     /// Deletes the store's files (the queue was deleted).
     pub fn destroy(&self) {
         let mut w = self.shared.w.lock();
