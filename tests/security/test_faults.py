@@ -356,6 +356,54 @@ def test_disk_full_nacks_what_it_cannot_store_and_a_restart_recovers(tmpfs, tmp_
         stop_broker(b2)
 
 
+def test_a_federation_link_into_a_failed_store_leaves_its_messages_upstream(tmpfs, tmp_path):
+    """A downstream whose disk fills while its link pulls: the link must not keep the
+    upstream's messages unacknowledged for good; it says why it stopped."""
+    (tmpfs / "filler").write_bytes(b"\0" * (16 << 20))
+    up = start_broker(tmp_path / "up")
+    down = start_broker(tmp_path / "down", "disk_free_limit = 1\n", data_dir=tmpfs / "data")
+    try:
+        conn = pika.BlockingConnection(params(up.amqp))
+        ch = conn.channel()
+        ch.queue_declare("fed", durable=True)
+        ch.confirm_delivery()
+        body = b"y" * 256 * 1024
+        for _ in range(60):  # 15 MiB for a downstream with about 8 MiB free
+            ch.basic_publish("", "fed", body, pika.BasicProperties(delivery_mode=2))
+        conn.close()
+        value = {"uri": f"amqp://guest:guest@127.0.0.1:{up.amqp}", "prefetch-count": 20, "reconnect-delay": 1}
+        assert down.api("PUT", "/parameters/federation-upstream/%2F/up", {"value": value}).status_code in (201, 204)
+        policy = {"pattern": "^fed$", "definition": {"federation-upstream": "up"}, "apply-to": "queues"}
+        assert down.api("PUT", "/policies/%2F/fed", policy).status_code in (201, 204)
+        dconn = pika.BlockingConnection(params(down.amqp))
+        dch = dconn.channel()
+        dch.queue_declare("fed", durable=True)
+        dch.basic_consume("fed", lambda c, m, p, b: c.basic_ack(m.delivery_tag))  # demand
+        deadline = time.monotonic() + 60
+        link = None
+        while time.monotonic() < deadline:
+            dconn.process_data_events(0.2)
+            links = down.api("GET", "/federation-links").json()
+            link = links[0] if links else None
+            if link and link.get("status") == "error" and "store failed" in (link.get("error") or ""):
+                break
+        else:
+            pytest.fail(f"the link never reported the failed store: {link}")
+        # The upstream gets its in-flight messages back: none stays with the link.
+        deadline = time.monotonic() + 20
+        while True:
+            dconn.process_data_events(0.2)
+            q = up.api("GET", "/queues/%2F/fed").json()
+            if q.get("messages_unacknowledged", 0) == 0:
+                break
+            assert time.monotonic() < deadline, f"the link keeps upstream messages: {q}"
+        assert "durable store failed" in down.log_text()
+        dconn.close()
+    finally:
+        stop_broker(down)
+        stop_broker(up)
+
+
 def test_disk_alarm_blocks_publishers_and_unblocks(tmpfs, tmp_path):
     # A limit above the free space: the alarm is on from the start.
     b = start_broker(tmp_path / "w", "disk_free_limit = 100000000\n", data_dir=tmpfs / "data")
