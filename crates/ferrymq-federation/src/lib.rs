@@ -56,6 +56,9 @@ pub struct Federation {
     node_name: String,
     synced: watch::Receiver<u64>,
     links: Mutex<HashMap<LinkKey, Running>>,
+    /// Links stopped with no successor yet, still settling their in-flight messages:
+    /// a link started for the same key later waits for them (see `reconcile`).
+    stopping: Mutex<HashMap<LinkKey, tokio::task::JoinHandle<()>>>,
     wake: Arc<Notify>,
 }
 
@@ -101,6 +104,7 @@ impl Federation {
             node_name,
             synced,
             links: Mutex::new(HashMap::new()),
+            stopping: Mutex::new(HashMap::new()),
             wake: Arc::new(Notify::new()),
         });
         let wake = fed.wake.clone();
@@ -248,7 +252,12 @@ impl Federation {
                 key.1,
                 key.2
             );
-            let previous = retiring.remove(&key);
+            // The link this one replaces, stopped in this reconcile or an earlier one:
+            // started before it has settled, this one would not know the identities of
+            // the messages it is still storing, and would store their redeliveries again.
+            let previous = retiring
+                .remove(&key)
+                .or_else(|| self.stopping.lock().remove(&key));
             let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let (watch_status, watch_ended, synced) =
                 (status.clone(), ended.clone(), self.synced.clone());
@@ -286,6 +295,9 @@ impl Federation {
                 },
             );
         }
+        let mut stopping = self.stopping.lock();
+        stopping.retain(|_, task| !task.is_finished());
+        stopping.extend(retiring);
     }
 
     /// Links as `/api/federation-links` lists them.
