@@ -38,6 +38,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How long a stopping link waits for in-flight messages to be settled.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Why a link into a queue whose store failed stops.
+const STORE_FAILED: &str = "the local queue's store failed (see the broker log)";
 /// How long a stopping link then gives the upstream to take its close.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// The channel the link uses on its upstream connection.
@@ -116,11 +118,16 @@ pub async fn run(
             "Federation link (upstream: {}, vhost: {}, queue: {})",
             cfg.upstream.name, cfg.vhost, cfg.queue.name
         );
-        let opened = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            Connection::open_as(uri, &name, "FerryMQ federation", heartbeat_of(uri)),
-        )
-        .await;
+        let opened = if cfg.queue.store_failed() {
+            // Nothing pulled could be acknowledged: do not even connect (backing off).
+            Ok(Err(std::io::Error::other(STORE_FAILED)))
+        } else {
+            tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                Connection::open_as(uri, &name, "FerryMQ federation", heartbeat_of(uri)),
+            )
+            .await
+        };
         let failure = match opened {
             Ok(Ok(conn)) => {
                 status.established(uri.redacted());
@@ -143,6 +150,7 @@ pub async fn run(
                     End::Failed(e) => e,
                 }
             }
+            Ok(Err(e)) if e.to_string() == STORE_FAILED => STORE_FAILED.to_string(),
             Ok(Err(e)) => format!("{}: {e}", uri.redacted()),
             Err(_) => format!("{}: connection timed out", uri.redacted()),
         };
@@ -194,6 +202,10 @@ struct Session<'a> {
     dedup: &'a mut DedupWindow,
     synced: watch::Receiver<u64>,
     upstream_cluster: String,
+    /// The upstream is a FerryMQ broker: its identity stamps are unique per message.
+    upstream_stamps: bool,
+    /// Entries of `pending` holding a staged message (not yet deliverable here).
+    staged_waiting: usize,
     /// The upstream URI without credentials, as the hop entry shows it.
     uri_shown: String,
     consuming: bool,
@@ -247,6 +259,8 @@ impl<'a> Session<'a> {
             dedup,
             synced,
             upstream_cluster: String::new(),
+            upstream_stamps: false,
+            staged_waiting: 0,
             uri_shown: uri.redacted(),
             consuming: false,
             probing: false,
@@ -277,8 +291,12 @@ impl<'a> Session<'a> {
         let Some(last_epoch) = self.pending.iter().map(|p| p.epoch).max() else {
             return;
         };
+        // After a store failure no round will come: the upstream keeps these messages
+        // (they were not acknowledged), so local copies would be duplicates, and their
+        // identities must not make the redeliveries look like copies.
+        let failed = self.cfg.queue.store_failed();
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-        while *self.synced.borrow() < last_epoch {
+        while !failed && *self.synced.borrow() < last_epoch {
             if tokio::time::timeout_at(deadline, self.synced.changed())
                 .await
                 .is_err()
@@ -290,27 +308,32 @@ impl<'a> Session<'a> {
         // Only durable copies may make a redelivery a duplicate: recording an unsynced
         // one would drop the redelivery and lose the message if the copy never lands.
         let synced = *self.synced.borrow();
-        // After a store failure no round will come: the upstream keeps these messages
-        // (they were not acknowledged), so local copies would be duplicates.
-        let keep_staged = !self.cfg.queue.store_failed();
         let mut staged = Vec::new();
         for p in self.pending.drain(..) {
+            if failed && p.staged.is_some() {
+                continue;
+            }
             if let Some(d) = p.digest.filter(|_| p.epoch <= synced) {
                 self.dedup.insert_digest(d);
             }
             // Delivered even if its round is late (the store stays in charge of
             // it): held back, it would sit in the store and in no queue.
-            staged.extend(p.staged.filter(|_| keep_staged));
+            staged.extend(p.staged);
         }
+        self.staged_waiting = 0;
         self.cfg.queue.enqueue_staged(staged);
     }
 
     async fn serve(&mut self, mut conn: Connection, control: &mut watch::Receiver<Control>) -> End {
-        self.upstream_cluster = match conn.server_properties.inner().get("cluster_name") {
+        let server_text = |key: &str| match conn.server_properties.inner().get(key) {
             Some(AMQPValue::LongString(s)) => s.to_string(),
             Some(AMQPValue::ShortString(s)) => s.to_string(),
             _ => String::new(),
         };
+        self.upstream_cluster = server_text("cluster_name");
+        // Only a FerryMQ upstream stamps identities; elsewhere the header is whatever
+        // a publisher put there, and no more unique than a message-id.
+        self.upstream_stamps = server_text("product") == "FerryMQ";
         match tokio::time::timeout(CONNECT_TIMEOUT, self.setup(&mut conn)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return End::Failed(e),
@@ -368,7 +391,10 @@ impl<'a> Session<'a> {
             if self.cfg.queue.store_failed() {
                 // Nothing stored now would ever be acknowledged upstream: end the session
                 // so the upstream takes back what is in flight, for its own consumers.
-                return End::Failed("the local queue's store failed (see the broker log)".into());
+                // The acks `settle` just queued (for messages synced before the failure,
+                // already delivered here) must reach it first.
+                let _ = tokio::time::timeout(write_limit, writer.flush()).await;
+                return End::Failed(STORE_FAILED.into());
             }
             self.follow_demand(&mut writer);
             if last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY) && !self.probing {
@@ -613,9 +639,10 @@ impl<'a> Session<'a> {
         // that crashed before its delivered mark reached the disk redelivers without the
         // redelivered flag. A message-id is checked only on redeliveries: a first
         // delivery whose message-id repeats (a business key reused) is a new message.
-        let unique = identity
-            .as_deref()
-            .is_some_and(|i| i.starts_with(FERRYMQ_IDENTITY));
+        let unique = self.upstream_stamps
+            && identity
+                .as_deref()
+                .is_some_and(|i| i.starts_with(FERRYMQ_IDENTITY));
         if let Some(d) = digest.filter(|_| inc.redelivered || unique) {
             if self.dedup.contains_digest(d) {
                 self.status.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -640,9 +667,13 @@ impl<'a> Session<'a> {
             Instant::now(),
         )
         .ok_or("the upstream sent malformed message properties")?;
-        // On-confirm holds a persistent message back from consumers until its round.
+        // On-confirm holds a persistent message back from consumers until its round,
+        // and a transient one behind it waits too, to keep the upstream's order.
+        // A transient message with nothing waiting ahead is published at once (where
+        // the queue's length limits apply to it as to a publisher's).
+        let waits = message.is_persistent() || self.staged_waiting > 0;
         let outcome = match ack_mode {
-            AckMode::OnConfirm => queue.stage(Arc::new(message), logged),
+            AckMode::OnConfirm if waits => queue.stage(Arc::new(message), logged),
             _ => Staging::Published(queue.publish_identified(Arc::new(message), logged)),
         };
         let (staged, epoch) = match outcome {
@@ -669,12 +700,15 @@ impl<'a> Session<'a> {
                 }
             }
             AckMode::OnPublish => self.pending.push_back(Pending::settled(inc.tag, digest)),
-            AckMode::OnConfirm => self.pending.push_back(Pending {
-                tag: inc.tag,
-                epoch,
-                digest,
-                staged,
-            }),
+            AckMode::OnConfirm => {
+                self.staged_waiting += usize::from(staged.is_some());
+                self.pending.push_back(Pending {
+                    tag: inc.tag,
+                    epoch,
+                    digest,
+                    staged,
+                })
+            }
         }
         Ok(())
     }
@@ -757,6 +791,7 @@ impl<'a> Session<'a> {
             if let Some(d) = p.digest {
                 self.dedup.insert_digest(d);
             }
+            self.staged_waiting -= usize::from(p.staged.is_some());
             staged.extend(p.staged);
             last = Some(p.tag);
         }
