@@ -463,9 +463,10 @@ impl Queue {
     /// (and its identity) is synced. A consumer must not see a persistent federated
     /// message before then: if it consumed one and the broker crashed before the
     /// write, the upstream's redelivery would be stored again and consumed twice.
-    /// A transient message waits for nothing (epoch 0) but is staged too, so that
-    /// the link enqueues it behind the persistent ones that came before it. In a
-    /// queue without a store every message is published at once.
+    /// A transient message waits for nothing (epoch 0) but is staged too, so that a
+    /// link can keep it behind persistent ones still waiting for their round (it
+    /// publishes transient messages at once when nothing waits ahead of them). In
+    /// a queue without a store every message is published at once.
     pub fn stage(self: &Arc<Self>, message: Arc<Message>, identity: Option<u64>) -> Staging {
         let Some(store) = self.store.as_ref() else {
             return Staging::Published(self.publish_identified(message, identity));

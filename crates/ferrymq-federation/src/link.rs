@@ -305,6 +305,8 @@ impl<'a> Session<'a> {
                 break;
             }
         }
+        // A failure during the wait announces nothing, so it is looked for again.
+        let failed = failed || self.cfg.queue.store_failed();
         // Only durable copies may make a redelivery a duplicate: recording an unsynced
         // one would drop the redelivery and lose the message if the copy never lands.
         let synced = *self.synced.borrow();
