@@ -276,28 +276,40 @@ def tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
+def run_bounded(work, outcome: dict, expected: type[BaseException], key: str, seconds: float) -> bool:
+    """Runs `work` in a thread for at most `seconds`; the `expected` exception lands in
+    outcome[key], any other in outcome["error"]. Whether it finished: a client that
+    waits for an answer the broker never gives must fail the test, not hang it."""
+
+    def run():
+        try:
+            work()
+        except expected as e:
+            outcome[key] = e
+        except Exception as e:  # anything else is reported by the caller
+            outcome["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    return not t.is_alive()
+
+
 def assert_failed_store_fails_a_commit(b):
     """A transaction with a persistent message cannot commit on a failed store: the
     client gets 541 INTERNAL_ERROR, not a commit-ok and not a wait without end."""
     outcome: dict = {}
 
     def commit():
-        try:
-            conn = pika.BlockingConnection(params(b.amqp))
-            ch = conn.channel()
-            ch.tx_select()
-            ch.basic_publish("", "fill", b"in a transaction", pika.BasicProperties(delivery_mode=2))
-            ch.tx_commit()
-            outcome["committed"] = True
-        except pika.exceptions.ConnectionClosedByBroker as e:
-            outcome["closed"] = e
-        except Exception as e:  # anything else is reported below
-            outcome["error"] = e
+        conn = pika.BlockingConnection(params(b.amqp))
+        ch = conn.channel()
+        ch.tx_select()
+        ch.basic_publish("", "fill", b"in a transaction", pika.BasicProperties(delivery_mode=2))
+        ch.tx_commit()
+        outcome["committed"] = True
 
-    t = threading.Thread(target=commit, daemon=True)
-    t.start()
-    t.join(30)
-    assert not t.is_alive(), "tx.commit waited forever on a failed store"
+    finished = run_bounded(commit, outcome, pika.exceptions.ConnectionClosedByBroker, "closed", 30)
+    assert finished, "tx.commit waited forever on a failed store"
     closed = outcome.get("closed")
     assert closed is not None and closed.reply_code == 541, outcome
     assert "durable store failed" in closed.reply_text, closed
@@ -312,25 +324,18 @@ def test_disk_full_nacks_what_it_cannot_store_and_a_restart_recovers(tmpfs, tmp_
     outcome: dict = {"confirmed": 0}
 
     def fill():
-        try:
-            conn = pika.BlockingConnection(params(b.amqp))
-            ch = conn.channel()
-            ch.queue_declare("fill", durable=True)
-            ch.confirm_delivery()
-            body = b"x" * 256 * 1024
-            for _ in range(200):  # 50 MiB into what is left of 24 MiB
-                ch.basic_publish("", "fill", body, pika.BasicProperties(delivery_mode=2))
-                outcome["confirmed"] += 1
-        except pika.exceptions.NackError as e:
-            outcome["nacked"] = e
-        except Exception as e:  # anything else is reported below
-            outcome["error"] = e
+        conn = pika.BlockingConnection(params(b.amqp))
+        ch = conn.channel()
+        ch.queue_declare("fill", durable=True)
+        ch.confirm_delivery()
+        body = b"x" * 256 * 1024
+        for _ in range(200):  # 50 MiB into what is left of 24 MiB
+            ch.basic_publish("", "fill", body, pika.BasicProperties(delivery_mode=2))
+            outcome["confirmed"] += 1
 
-    t = threading.Thread(target=fill, daemon=True)
-    t.start()
-    t.join(60)
+    finished = run_bounded(fill, outcome, pika.exceptions.NackError, "nacked", 60)
     try:
-        assert not t.is_alive(), "a publisher waited forever for a confirm the full disk could not give"
+        assert finished, "a publisher waited forever for a confirm the full disk could not give"
         assert "nacked" in outcome, outcome
         assert b.proc.poll() is None, "the broker died on a full disk"
         assert "durable store failed" in b.log_text()

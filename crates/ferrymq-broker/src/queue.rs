@@ -884,22 +884,17 @@ mod tests {
     }
 
     fn durable_queue(dir: &std::path::Path) -> (Arc<Broker>, Arc<Queue>) {
-        let (broker, _) = Broker::open(dir).expect("open");
-        let vhost = broker.add_vhost("/");
-        let opts = QueueOptions {
-            durable: true,
-            ..Default::default()
-        };
-        let (queue, _) = vhost.declare_queue("q", 0, opts).expect("declare");
+        let (broker, _, queue) = durable_queue_with(dir, &[]);
         (broker, queue)
     }
 
-    fn text(s: &str) -> AMQPValue {
-        AMQPValue::LongString(s.into())
-    }
-
-    /// Declares the durable queue `q` with these arguments.
-    fn declare_limited(vhost: &Arc<crate::vhost::VHost>, args: &[(&str, AMQPValue)]) -> Arc<Queue> {
+    /// A broker on `dir` with vhost `/` and its durable queue `q` declared with `args`.
+    fn durable_queue_with(
+        dir: &std::path::Path,
+        args: &[(&str, AMQPValue)],
+    ) -> (Arc<Broker>, Arc<crate::vhost::VHost>, Arc<Queue>) {
+        let (broker, _) = Broker::open(dir).expect("open");
+        let vhost = broker.add_vhost("/");
         let mut arguments = FieldTable::default();
         for (k, v) in args {
             arguments.insert((*k).into(), v.clone());
@@ -909,7 +904,12 @@ mod tests {
             arguments,
             ..Default::default()
         };
-        vhost.declare_queue("q", 0, opts).expect("declare").0
+        let (queue, _) = vhost.declare_queue("q", 0, opts).expect("declare");
+        (broker, vhost, queue)
+    }
+
+    fn text(s: &str) -> AMQPValue {
+        AMQPValue::LongString(s.into())
     }
 
     fn wait_synced(broker: &Broker, epoch: u64) {
@@ -985,12 +985,10 @@ mod tests {
     #[test]
     fn a_failed_append_gives_back_the_head_drop_head_took() {
         let dir = scratch("drop-head-undo");
-        let (broker, _) = Broker::open(&dir).expect("open");
-        let vhost = broker.add_vhost("/");
         let big_size = crate::store::SEGMENT_SIZE as usize / 2 + 1;
         // Room for one big message and the two one-byte ones.
-        let queue = declare_limited(
-            &vhost,
+        let (broker, _, queue) = durable_queue_with(
+            &dir,
             &[
                 (
                     "x-max-length-bytes",
@@ -1038,13 +1036,8 @@ mod tests {
     #[test]
     fn a_link_refused_under_reject_publish_dlx_dead_letters_nothing() {
         let dir = scratch("reject-dlx");
-        let (broker, _) = Broker::open(&dir).expect("open");
-        let vhost = broker.add_vhost("/");
-        let (dlq, _) = vhost
-            .declare_queue("dlq", 0, QueueOptions::default())
-            .expect("declare dlq");
-        let queue = declare_limited(
-            &vhost,
+        let (broker, vhost, queue) = durable_queue_with(
+            &dir,
             &[
                 ("x-max-length", AMQPValue::LongInt(1)),
                 ("x-overflow", text("reject-publish-dlx")),
@@ -1052,6 +1045,9 @@ mod tests {
                 ("x-dead-letter-routing-key", text("dlq")),
             ],
         );
+        let (dlq, _) = vhost
+            .declare_queue("dlq", 0, QueueOptions::default())
+            .expect("declare dlq");
         assert!(matches!(
             queue.publish(message("first", true)),
             Enqueued::Accepted(_)

@@ -118,41 +118,43 @@ pub async fn run(
             "Federation link (upstream: {}, vhost: {}, queue: {})",
             cfg.upstream.name, cfg.vhost, cfg.queue.name
         );
-        let opened = if cfg.queue.store_failed() {
-            // Nothing pulled could be acknowledged: do not even connect (backing off).
-            Ok(Err(std::io::Error::other(STORE_FAILED)))
+        // Nothing pulled into a queue whose store failed could be acknowledged: do not
+        // even connect, and back off as from a failing connection.
+        let store_failed = cfg.queue.store_failed();
+        let failure = if store_failed {
+            STORE_FAILED.to_string()
         } else {
-            tokio::time::timeout(
+            let opened = tokio::time::timeout(
                 CONNECT_TIMEOUT,
                 Connection::open_as(uri, &name, "FerryMQ federation", heartbeat_of(uri)),
             )
-            .await
-        };
-        let failure = match opened {
-            Ok(Ok(conn)) => {
-                status.established(uri.redacted());
-                let (end, consumed) = Session::new(&cfg, &status, uri, &mut dedup, synced.clone())
-                    .run(conn, &mut control)
-                    .await;
-                // Back off only while connections fail; a link that worked retries promptly.
-                if consumed {
-                    // At least 100 ms even with reconnect-delay 0: a message that fails
-                    // every session must not turn the link into a busy loop.
-                    delay = base_delay.max(Duration::from_millis(100));
-                }
-                match end {
-                    End::Stopped => break,
-                    End::Restart => {
-                        seen_restart = control.borrow().restart;
-                        delay = base_delay;
-                        continue;
+            .await;
+            match opened {
+                Ok(Ok(conn)) => {
+                    status.established(uri.redacted());
+                    let (end, consumed) =
+                        Session::new(&cfg, &status, uri, &mut dedup, synced.clone())
+                            .run(conn, &mut control)
+                            .await;
+                    // Back off only while connections fail; a link that worked retries promptly.
+                    if consumed {
+                        // At least 100 ms even with reconnect-delay 0: a message that fails
+                        // every session must not turn the link into a busy loop.
+                        delay = base_delay.max(Duration::from_millis(100));
                     }
-                    End::Failed(e) => e,
+                    match end {
+                        End::Stopped => break,
+                        End::Restart => {
+                            seen_restart = control.borrow().restart;
+                            delay = base_delay;
+                            continue;
+                        }
+                        End::Failed(e) => e,
+                    }
                 }
+                Ok(Err(e)) => format!("{}: {e}", uri.redacted()),
+                Err(_) => format!("{}: connection timed out", uri.redacted()),
             }
-            Ok(Err(e)) if e.to_string() == STORE_FAILED => STORE_FAILED.to_string(),
-            Ok(Err(e)) => format!("{}: {e}", uri.redacted()),
-            Err(_) => format!("{}: connection timed out", uri.redacted()),
         };
         tracing::warn!(
             "federation link {} ({}/{} ← {}): {failure}",
@@ -162,8 +164,10 @@ pub async fn run(
             cfg.upstream.name
         );
         status.set(State::Error, Some(failure));
-        status.reconnects.fetch_add(1, Ordering::Relaxed);
-        uri_index += 1;
+        if !store_failed {
+            status.reconnects.fetch_add(1, Ordering::Relaxed);
+            uri_index += 1;
+        }
         // Wait out the delay, unless told to stop or restart.
         let wait = tokio::time::sleep(delay);
         tokio::pin!(wait);
