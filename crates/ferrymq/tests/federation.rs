@@ -1053,8 +1053,15 @@ async fn prefetch_one_consumer_causes_no_consume_cancel_storm_and_links_resume()
         l["pauses"].as_u64().unwrap() <= 5,
         "the link kept consuming through short gaps in demand: {l}"
     );
-    // The consumer went away: the link pauses and nothing more moves.
+    // The consumer went away: the link pauses and nothing more moves. A delivery in
+    // flight when it cancelled is still settled (stored, synced, then acked) and may
+    // leave the upstream just after the pause shows: wait for it first.
     wait_status(&b, "slow", "paused").await;
+    eventually(15, "in-flight delivery settled", || async {
+        let (_, q) = a.api("GET", "/api/queues/%2F/slow", None).await;
+        (q["messages_unacknowledged"].as_u64() == Some(0)).then_some(())
+    })
+    .await;
     let left = depth(&a, "slow").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(depth(&a, "slow").await, left);
